@@ -1,0 +1,107 @@
+"""Checkpoints: tensors in safetensors, the config in a YAML sidecar; loading never unpickles.
+
+`save_checkpoint("model.safetensors", tensors, config)` writes `model.safetensors` and
+`model.yaml`. The sidecar records the SHA-256 of the weights file, so a sidecar left from an older
+checkpoint (a run killed between the two atomic writes) is detected instead of silently paired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dmc_core.atomic import atomic_path, atomic_write_text
+from dmc_core.errors import CheckpointError
+
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint", "sidecar_path"]
+
+CHECKPOINT_FORMAT = "dmc-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: named tensors, the config that produced them, free-form metadata."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def sidecar_path(weights: str | os.PathLike[str]) -> Path:
+    """Return the config sidecar path of a weights file (`x.safetensors` -> `x.yaml`)."""
+    return Path(weights).with_suffix(".yaml")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write `tensors` to `path` (safetensors) and `config` + `metadata` to its YAML sidecar.
+
+    Tensors are detached, moved to CPU and made contiguous; tensors sharing storage (tied
+    weights) are cloned, since safetensors stores each name separately.
+    """
+    weights = Path(path)
+    if weights.suffix != ".safetensors":
+        raise ValueError(f"checkpoint path must end in .safetensors, got {weights}")
+    plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    with atomic_path(weights) as tmp:
+        save_file(plain, str(tmp))
+    sidecar = {
+        "format": CHECKPOINT_FORMAT,
+        "weights": weights.name,
+        "sha256": _sha256(weights),
+        "config": dict(config),
+        "metadata": dict(metadata or {}),
+    }
+    atomic_write_text(sidecar_path(weights), yaml.safe_dump(sidecar, sort_keys=False))
+    return weights
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> Checkpoint:
+    """Load a checkpoint written by `save_checkpoint`; raise `CheckpointError` if it is unusable."""
+    weights = Path(path)
+    sidecar = _read_sidecar(weights)
+    if sidecar.get("sha256") != _sha256(weights):
+        raise CheckpointError(
+            f"{weights}: weights do not match the sha256 in {sidecar_path(weights).name}"
+        )
+    try:
+        tensors = load_file(str(weights), device=device)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from None
+    return Checkpoint(tensors=tensors, config=sidecar["config"], metadata=sidecar["metadata"])
+
+
+def _read_sidecar(weights: Path) -> dict[str, Any]:
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint not found")
+    side = sidecar_path(weights)
+    try:
+        data = yaml.safe_load(side.read_text(encoding="utf-8"))
+    except OSError:
+        raise CheckpointError(f"{weights}: config sidecar {side.name} is missing") from None
+    except yaml.YAMLError:
+        raise CheckpointError(f"{side}: config sidecar is not valid YAML") from None
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{side}: not a {CHECKPOINT_FORMAT} sidecar")
+    return data
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,33 @@
+"""Seeding: one call per stage, plus explicit generators where sampling must be reproducible."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["seed_everything", "torch_generator"]
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch global state and return a NumPy generator for the stage.
+
+    Library code should take the returned generator (or a `torch_generator`) as an argument
+    rather than draw from global state; seeding the globals only protects third-party code.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """Return a `torch.Generator` on `device` seeded with `seed`."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator

@@ -1,0 +1,45 @@
+"""Helpers for the packages' own tests (kept here so that no package copies them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dmc_core.data import TransitionDataset
+
+__all__ = ["run_module", "toy_dataset"]
+
+
+def run_module(
+    module: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m module args...` with this interpreter and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, cwd=cwd
+    )
+
+
+def toy_dataset(
+    episodes: int = 3, horizon: int = 4, attrs: Mapping[str, Any] | None = None
+) -> TransitionDataset:
+    """A small valid dataset: 1-D random walks of `episodes` x `horizon` transitions."""
+    rng = np.random.default_rng(0)
+    states = np.cumsum(rng.uniform(-0.1, 0.1, size=(episodes, horizon + 1)), axis=1)
+    actions = rng.uniform(-1, 1, size=(episodes * horizon, 1)).astype(np.float32)
+    timeouts = np.zeros((episodes, horizon), dtype=bool)
+    timeouts[:, -1] = True
+    default_attrs = {"env_id": "toy", "dataset_kind": "toy", "behavior_policy": "random", "seed": 0}
+    return TransitionDataset(
+        observations=states[:, :-1].reshape(-1, 1).astype(np.float32),
+        actions=actions,
+        rewards=rng.normal(size=episodes * horizon).astype(np.float32),
+        terminals=np.zeros(episodes * horizon, dtype=bool),
+        timeouts=timeouts.reshape(-1),
+        next_observations=states[:, 1:].reshape(-1, 1).astype(np.float32),
+        attrs=dict(attrs if attrs is not None else default_attrs),
+    )

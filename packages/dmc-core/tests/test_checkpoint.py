@@ -1,0 +1,66 @@
+"""Checkpoints: safetensors + YAML sidecar round trip; nothing is ever unpickled."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dmc_core.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
+from dmc_core.errors import CheckpointError
+
+
+def tensors() -> dict[str, torch.Tensor]:
+    weight = torch.randn(4, 3)
+    return {"layer.weight": weight, "layer.bias": torch.arange(4.0), "tied": weight}
+
+
+def test_round_trip_keeps_tensors_config_and_metadata(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {"width": 4}, {"step": 10})
+    loaded = load_checkpoint(path)
+    for name, value in tensors().items():
+        assert name in loaded.tensors
+        assert loaded.tensors[name].shape == value.shape
+    assert torch.equal(loaded.tensors["layer.bias"], torch.arange(4.0))
+    assert torch.equal(loaded.tensors["tied"], loaded.tensors["layer.weight"])
+    assert loaded.config == {"width": 4}
+    assert loaded.metadata == {"step": 10}
+    assert sidecar_path(path) == tmp_path / "m.yaml"
+
+
+def test_a_pickle_posing_as_a_checkpoint_is_rejected_not_loaded(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {})
+    path.write_bytes(pickle.dumps({"evil": 1}))
+    with pytest.raises(CheckpointError, match="do not match the sha256"):
+        load_checkpoint(path)
+    side = yaml.safe_load(sidecar_path(path).read_text())
+    side["sha256"] = __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    sidecar_path(path).write_text(yaml.safe_dump(side))
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_checkpoint(path)
+
+
+def test_a_stale_sidecar_is_detected(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {"v": 1})
+    old_sidecar = sidecar_path(path).read_text()
+    save_checkpoint(path, {"other": torch.zeros(2)}, {"v": 2})
+    sidecar_path(path).write_text(old_sidecar)
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("remove", ["weights", "sidecar"])
+def test_missing_parts_are_named(tmp_path: Path, remove: str) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {})
+    (path if remove == "weights" else sidecar_path(path)).unlink()
+    expected = "checkpoint not found" if remove == "weights" else "sidecar m.yaml is missing"
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path)
+
+
+def test_path_must_be_safetensors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.safetensors"):
+        save_checkpoint(tmp_path / "m.pt", tensors(), {})
