@@ -1,0 +1,11 @@
+"""`python -m dmc_envs <verb>`: run a dmc-envs pipeline stage."""
+
+from __future__ import annotations
+
+import sys
+
+from dmc_core.cli import run_cli
+from dmc_envs.stages import STAGES
+
+if __name__ == "__main__":
+    sys.exit(run_cli("dmc_envs", STAGES))

@@ -1,0 +1,62 @@
+"""Schemas of the dmc-envs stages (their `params.yaml` sections)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dmc_core.config import BaseConfig, knob
+
+__all__ = ["BEHAVIOURS", "DatasetSpec", "MakeDatasetConfig", "Nav1DConfig"]
+
+#: Behaviour policies a dataset can be collected with.
+BEHAVIOURS = ("uniform", "noisy_optimal")
+
+
+@dataclass(frozen=True)
+class Nav1DConfig:
+    """The Nav1D task (spec §5); every dataset and every evaluation of it uses these values."""
+
+    horizon: int = knob(16, ge=1, le=1000, doc="episode length H, in steps")
+    step_size: float = knob(0.2, gt=0.0, le=2.0, doc="gamma: s' = clip(s + gamma a, -1, 1)")
+    reward_width: float = knob(0.15, gt=0.0, doc="sigma of the reward bumps, in state units")
+    reward_width_spread: float = knob(0.0, ge=0.0, lt=1.0, doc="per-step width jitter, fraction")
+    reward_seed: int = knob(0, ge=0, doc="seed of the reward field (bump means and widths)")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How one dataset is collected: behaviour policy, episodes, start states, seed."""
+
+    behaviour: str = knob("uniform", choices=BEHAVIOURS, doc="behaviour policy")
+    episodes: int = knob(2000, ge=1, doc="number of episodes")
+    start_low: float = knob(-1.0, ge=-1.0, le=1.0, doc="start states ~ U[start_low, start_high]")
+    start_high: float = knob(1.0, ge=-1.0, le=1.0, doc="start states ~ U[start_low, start_high]")
+    noise_std: float = knob(0.2, gt=0.0, doc="noisy_optimal: std of the action noise")
+    seed: int = knob(0, ge=0, doc="seed of the start states and the behaviour's actions")
+
+    def invalid_fields(self) -> Iterator[tuple[str, str]]:
+        """Cross-field rules: the start interval must not be empty."""
+        if self.start_low >= self.start_high:
+            yield "start_low", f"{self.start_low} must be below start_high ({self.start_high})"
+
+
+def _paper_datasets() -> dict[str, DatasetSpec]:
+    # The paper's three Nav1D datasets: random behaviour with partial and with full state
+    # coverage, and an expert (optimal policy with exploration noise).
+    return {
+        "partial": DatasetSpec(episodes=1000, start_low=-1.0, start_high=0.0, seed=1),
+        "full": DatasetSpec(episodes=2000, seed=2),
+        "expert": DatasetSpec(behaviour="noisy_optimal", episodes=1000, seed=3),
+    }
+
+
+@dataclass(frozen=True)
+class MakeDatasetConfig:
+    """Stage `make_dataset`: collect Nav1D datasets in the D4RL layout."""
+
+    base: BaseConfig = knob(factory=BaseConfig)
+    nav1d: Nav1DConfig = knob(factory=Nav1DConfig)
+    datasets: dict[str, DatasetSpec] = knob(factory=_paper_datasets)
+    optimum_grid_per_step: int = knob(40, ge=1, le=1000, doc="DP grid points per step size")
+    plot_trajectories: int = knob(40, ge=0, doc="dataset trajectories drawn on the reward field")
