@@ -1,0 +1,84 @@
+"""Test sessions: one per package (only it and its declared dependencies), integration, lint.
+
+    nox                                  every default session (what CI runs)
+    nox -s "tests(package='dmc-envs')"   one package
+    nox -s smoke                         the end-to-end `dvc repro` on the smoke profile only
+
+Every install passes `-c constraints.txt` and installs torch first, so torch stays the CPU build.
+Sibling packages are installed from their folders, never from an index: a package named like
+ours exists on PyPI, and an index must never stand in for a sibling.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = str(ROOT / "constraints.txt")
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests", "integration"]
+
+
+def sibling_closure(package: str) -> list[str]:
+    """Return `package` and every sibling it depends on (transitively), dependencies first."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        meta = tomllib.loads((ROOT / "packages" / name / "pyproject.toml").read_text())
+        for requirement in meta["project"].get("dependencies", []):
+            dep = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
+            if dep in PACKAGES:
+                visit(dep)
+        order.append(name)
+
+    visit(package)
+    return order
+
+
+def install(session: nox.Session, packages: list[str], *extra: str, editable: bool = False) -> None:
+    """Install torch first, then the given sibling packages (from their folders) and `extra`."""
+    pip = ["-c", CONSTRAINTS]
+    session.install(*pip, "torch==2.13.0")
+    local: list[str] = []
+    for name in packages:
+        local += ["-e", f"packages/{name}"] if editable else [f"packages/{name}"]
+    session.install(*pip, *local, "pytest", *extra)
+
+
+@nox.session(tags=["static"])
+def lint(session: nox.Session) -> None:
+    """ruff: lint and format check of the whole tree."""
+    session.install("-c", CONSTRAINTS, "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(tags=["unit"])
+@nox.parametrize("package", PACKAGES, ids=PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Unit tests of one package, with only that package and its declared dependencies."""
+    install(session, sibling_closure(package))
+    session.run("pytest", f"packages/{package}/tests", *session.posargs)
+
+
+@nox.session(tags=["integration"])
+def integration(session: nox.Session) -> None:
+    """Cross-package contracts and the end-to-end `dvc repro`, with everything installed."""
+    install(session, PACKAGES, "dvc", "dvclive", editable=True)
+    session.run("pytest", "tests", *session.posargs)
+
+
+@nox.session(default=False, tags=["slow"])
+def smoke(session: nox.Session) -> None:
+    """Only the end-to-end pipeline test (`dvc repro` on the smoke profile)."""
+    install(session, PACKAGES, "dvc", "dvclive", editable=True)
+    session.run("pytest", "tests", "-m", "slow", *session.posargs)

@@ -1,0 +1,120 @@
+"""Contracts between dvc.yaml, params.yaml, the packages' CLI verbs and their schemas."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dvc.repo import Repo
+from support import MODULES, PACKAGE_DIRS, ROOT, cli_stages
+
+from dmc_core.cli import build_parser
+from dmc_core.config import BASE_SECTION, load_stage_config
+
+
+@pytest.fixture(scope="module")
+def dvc_stages() -> list[Any]:
+    with Repo(str(ROOT)) as repo:
+        return list(repo.index.stages)
+
+
+def verb_of(stage_name: str) -> str:
+    return stage_name.split("@", 1)[0]
+
+
+def test_stages_sections_and_verbs_are_one_set(
+    dvc_stages: list[Any], params: dict[str, Any]
+) -> None:
+    stage_names = {verb_of(s.name) for s in dvc_stages}
+    sections = set(params) - {BASE_SECTION}
+    assert stage_names == sections == set(cli_stages())
+
+
+def test_every_section_validates_against_its_schema() -> None:
+    for verb, (_, stage) in cli_stages().items():
+        config = load_stage_config(stage.schema, verb, ROOT / "params.yaml")
+        assert config.base is not None
+
+
+def test_every_command_is_its_packages_verb_with_known_flags(dvc_stages: list[Any]) -> None:
+    stages = cli_stages()
+    for dvc_stage in dvc_stages:
+        words = shlex.split(dvc_stage.cmd)
+        verb = verb_of(dvc_stage.name)
+        module, stage = stages[verb]
+        assert words[:4] == ["python", "-m", module, verb], dvc_stage.cmd
+        # The stage's own parser must accept the command's flags (exits on unknown flags).
+        build_parser(module, [stage]).parse_args(words[3:])
+
+
+def test_every_stage_tracks_base_and_only_its_own_section(dvc_stages: list[Any]) -> None:
+    for dvc_stage in dvc_stages:
+        verb = verb_of(dvc_stage.name)
+        keys = [key for dep in dvc_stage.deps if hasattr(dep, "params") for key in dep.params]
+        assert BASE_SECTION in keys, dvc_stage.name
+        for key in keys:
+            assert key == BASE_SECTION or key.split(".")[0] == verb, (dvc_stage.name, key)
+
+
+def declared_siblings(package_dir: Path) -> set[str]:
+    meta = tomllib.loads((package_dir / "pyproject.toml").read_text())
+    names = {re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0] for d in meta["project"]["dependencies"]}
+    return {n.replace("-", "_") for n in names if n.startswith("dmc-")}
+
+
+def closure(module: str) -> set[str]:
+    direct = {m: declared_siblings(d) for m, d in zip(MODULES, PACKAGE_DIRS, strict=True)}
+    seen, todo = set(), [module]
+    while todo:
+        for dep in direct[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_stage_deps_cover_the_code_the_stage_runs(dvc_stages: list[Any]) -> None:
+    stages = cli_stages()
+    for dvc_stage in dvc_stages:
+        module, _ = stages[verb_of(dvc_stage.name)]
+        paths = {Path(str(dep.def_path)) for dep in dvc_stage.deps}
+        for needed in {module} | closure(module):
+            assert Path("packages") / needed.replace("_", "-") / "src" in paths, dvc_stage.name
+
+
+def imported_siblings(package_dir: Path) -> set[str]:
+    found: set[str] = set()
+    for path in (package_dir / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            found |= {n.split(".")[0] for n in names if n.startswith("dmc_")}
+    return found
+
+
+@pytest.mark.parametrize("package_dir", PACKAGE_DIRS, ids=[p.name for p in PACKAGE_DIRS])
+def test_packages_import_only_declared_siblings(package_dir: Path) -> None:
+    module = package_dir.name.replace("-", "_")
+    undeclared = imported_siblings(package_dir) - {module} - declared_siblings(package_dir)
+    assert not undeclared, f"{package_dir.name} imports {undeclared} without declaring them"
+
+
+def test_packages_are_ours_not_a_namesake_from_an_index() -> None:
+    for module in MODULES:
+        imported = __import__(module)
+        assert Path(imported.__file__).resolve().is_relative_to(ROOT / "packages"), (
+            imported.__file__
+        )
+
+
+def test_every_package_has_the_layout(root: Path) -> None:
+    for package_dir in PACKAGE_DIRS:
+        module = package_dir.name.replace("-", "_")
+        for part in ("README.md", "tests", f"src/{module}/py.typed", f"src/{module}/__main__.py"):
+            assert (package_dir / part).exists(), f"{package_dir.name}: missing {part}"
+    assert (root / ".dvc" / "config").read_text().count("analytics = false") == 1

@@ -1,0 +1,109 @@
+"""End to end: `dvc repro` on the smoke profile in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from support import ROOT
+
+from dmc_core.data import read_dataset
+from dmc_core.profile import apply_profile
+
+pytestmark = pytest.mark.slow
+
+DATASETS = ("partial", "full", "expert")
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv*", ".nox", "data", "cache", "tmp", "__pycache__", "*.egg-info", ".*_cache"
+)
+
+
+def dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(
+        ["dvc", *args], cwd=workdir, capture_output=True, text=True, check=False, env=env
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def set_param(workdir: Path, dotted: str, value: object) -> None:
+    path = workdir / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    *parents, leaf = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("repo") / "dmc"
+    shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
+    (work / "data").mkdir()
+    apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / "smoke.yaml")
+    dvc(work, "config", "--local", "core.no_scm", "true")
+    return work
+
+
+def test_repro_makes_the_three_datasets_their_stats_and_pictures(workdir: Path) -> None:
+    first = dvc(workdir, "repro")
+    assert ran_stages(first.stdout) == {f"make_dataset@{name}" for name in DATASETS}
+    for name in DATASETS:
+        data = read_dataset(workdir / "data" / "datasets" / "nav1d" / f"{name}.hdf5")
+        assert data.attrs["dataset_kind"] == name
+        assert data.num_episodes == {"partial": 50, "full": 100, "expert": 50}[name]
+        assert data.observations.shape[1] == 2 and len(data) == 8 * data.num_episodes
+        png = workdir / "data" / "plots" / f"nav1d_{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        stats = json.loads(
+            (workdir / "data" / "datasets" / "nav1d" / f"{name}.stats.json").read_text()
+        )
+        assert stats["random_return"] < stats["optimal_return"]
+        resolved = yaml.safe_load(
+            (workdir / "data" / "datasets" / "nav1d" / f"{name}.config.yaml").read_text()
+        )
+        assert resolved["make_dataset"]["nav1d"]["horizon"] == 8
+    expert = json.loads((workdir / "data/datasets/nav1d/expert.stats.json").read_text())
+    full = json.loads((workdir / "data/datasets/nav1d/full.stats.json").read_text())
+    assert expert["normalized_score"] > 80 > 20 > full["normalized_score"]
+
+
+def test_second_repro_does_nothing(workdir: Path) -> None:
+    again = dvc(workdir, "repro")
+    assert ran_stages(again.stdout) == set()
+    assert "up to date" in again.stdout
+
+
+def test_editing_a_dataset_knob_reruns_only_that_dataset(workdir: Path) -> None:
+    set_param(workdir, "make_dataset.datasets.expert.noise_std", 0.3)
+    assert ran_stages(dvc(workdir, "repro").stdout) == {"make_dataset@expert"}
+
+
+def test_editing_a_nav1d_parameter_reruns_every_dataset(workdir: Path) -> None:
+    set_param(workdir, "make_dataset.nav1d.step_size", 0.25)
+    assert ran_stages(dvc(workdir, "repro").stdout) == {f"make_dataset@{n}" for n in DATASETS}
+    data = read_dataset(workdir / "data" / "datasets" / "nav1d" / "full.hdf5")
+    assert data.attrs["env_kwargs"]["step_size"] == 0.25
+
+
+def test_a_wrong_params_key_stops_the_stage_with_one_line(workdir: Path) -> None:
+    set_param(workdir, "make_dataset.nav1d.horizon", 0)
+    failed = dvc(workdir, "repro", check=False)
+    assert failed.returncode != 0
+    line = "make_dataset.nav1d.horizon: 0 is out of range: must be >= 1"
+    assert line in failed.stderr + failed.stdout
+    assert "Traceback" not in failed.stderr + failed.stdout
