@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from dmc_align.stages import STAGES
-from dmc_core.testing import run_module
+from dmc_core.testing import check_entry_point
 
 
 def test_entry_point_names_its_stages_and_rejects_unknown_verbs() -> None:
-    bare = run_module("dmc_align")
-    assert bare.returncode == 2
-    assert f"stages: {', '.join(s.name for s in STAGES) or 'none yet'}" in bare.stderr
-    unknown = run_module("dmc_align", "no_such_stage")
-    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+    check_entry_point("dmc_align", STAGES)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dmc_core.cli import Stage
 from dmc_core.data import TransitionDataset
 
-__all__ = ["run_module", "toy_dataset"]
+__all__ = ["check_entry_point", "run_module", "toy_dataset"]
 
 
 def run_module(
@@ -22,6 +23,15 @@ def run_module(
     return subprocess.run(
         [sys.executable, "-m", module, *args], capture_output=True, text=True, check=False, cwd=cwd
     )
+
+
+def check_entry_point(module: str, stages: Sequence[Stage]) -> None:
+    """Assert that `python -m module` lists its stages, and rejects unknown verbs, with status 2."""
+    bare = run_module(module)
+    assert bare.returncode == 2, bare.stderr
+    assert f"stages: {', '.join(s.name for s in stages) or 'none yet'}" in bare.stderr
+    unknown = run_module(module, "no_such_stage")
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr, unknown.stderr
 
 
 def toy_dataset(
