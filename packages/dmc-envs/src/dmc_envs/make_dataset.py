@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,10 @@ def make_dataset(config: MakeDatasetConfig, args: argparse.Namespace) -> None:
     stats = _statistics(dataset, solution)
     atomic_write_text(out.with_suffix(".stats.json"), json.dumps(stats, indent=2) + "\n")
     positions = episode_positions(dataset)[: config.plot_trajectories]
-    title = f"Nav1D '{args.name}': {behaviour.describe()}"
+    title = (
+        f"Nav1D '{args.name}': {len(positions)} of {spec.episodes} episodes\n"
+        f"{textwrap.fill(behaviour.describe(), 80)}"
+    )
     plot_reward_field(task, positions, args.plot, title=title)
     log.info(
         "wrote %s: %d transitions, mean return %.3f (normalised score %.1f)",

@@ -50,7 +50,7 @@ def _draw(task: Nav1DTask, positions: np.ndarray, title: str) -> Figure:
     ax.set_ylabel("position s")
     ax.legend(loc="upper right", fontsize="small")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
     return fig
 
 
