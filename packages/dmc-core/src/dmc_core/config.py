@@ -288,13 +288,11 @@ def _unknown_key_message(err: ConfigKeyError, schema: DictConfig, path: Path, se
 
 
 def _type_message(err: ValidationError) -> str:
-    value = getattr(err, "value", None)
-    expected = getattr(err, "ref_type", None) or getattr(err, "object_type", None)
     text = _one_line(str(err))
+    value = getattr(err, "value", None)
     if value is not None and "could not be converted" in text:
-        target = text.rsplit(" to ", 1)[-1]
-        return f"{value!r} is not a valid {target.lower()}"
-    return text if expected is None else f"{text}"
+        return f"{value!r} is not a valid {text.rsplit(' to ', 1)[-1].lower()}"
+    return text
 
 
 def _full_key(section: str, key: str) -> str:

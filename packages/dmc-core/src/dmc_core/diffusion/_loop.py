@@ -6,6 +6,7 @@ z_t and the predicted noise, the mean and std of the next state. Everything else
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from dmc_core.diffusion.records import Denoiser, SampleResult, StepRecord, gaussian_log_prob
 
-__all__ = ["SamplerOptions", "StepGaussian", "predict_x0", "run_reverse_chain"]
+__all__ = ["ChainSampler", "SamplerOptions", "StepGaussian", "predict_x0", "run_reverse_chain"]
 
 StepGaussian = Callable[[int, Tensor, Tensor], tuple[Tensor, float]]
 """(index in the timestep list, z_t, predicted epsilon) -> (mean, std) of the next state."""
@@ -134,3 +135,66 @@ def run_reverse_chain(
         if record is not None:
             steps.append(record)
     return SampleResult(x0=z, steps=tuple(steps))
+
+
+class ChainSampler:
+    """The `sample` method shared by the formulations that denoise along a timestep list.
+
+    A subclass provides `timesteps` (descending, the steps the chain leaves) and
+    `_step_gaussian(clip_x0, index, z_t, eps) -> (mean, std)`; the loop above does the rest.
+    """
+
+    timesteps: Sequence[int]
+
+    def _step_gaussian(
+        self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor
+    ) -> tuple[Tensor, float]:
+        raise NotImplementedError
+
+    def sample(
+        self,
+        denoiser: Denoiser,
+        shape: Sequence[int],
+        cond: Any,
+        generator: torch.Generator,
+        *,
+        grad_last_k: int = 0,
+        std_floor: float = 0.0,
+        inpaint: tuple[Tensor, Tensor] | None = None,
+        record: bool = True,
+        clip_x0: float | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> SampleResult:
+        """Sample from z_T ~ N(0, I) along `timesteps`; each step draws N(mean, std^2).
+
+        std = max(the formulation's std, std_floor): a step whose std is 0 and no floor is
+        deterministic (std 0, log_prob 0); a floor > 0 keeps every step stochastic, so that each
+        has a finite log-probability, as DPPO does for policy-gradient fine-tuning.
+
+        Args:
+            denoiser: the epsilon model.
+            shape: the sample shape (B, ...).
+            cond: passed to the denoiser unchanged.
+            generator: the only source of randomness; sampling runs on its device.
+            grad_last_k: gradients flow through the denoiser for the last K steps only; 0 runs
+                everything under `torch.no_grad`, K >= the number of steps differentiates every
+                step. Earlier steps' outputs are detached.
+            std_floor: lower bound on every step's std (see above).
+            inpaint: (mask, values): entries where mask is True are set to `values` on z_T and
+                after every step (Diffuser's conditioning); they count in no log_prob.
+            record: keep a `StepRecord` per step; False returns no steps.
+            clip_x0: clamp the predicted x0 to [-clip_x0, clip_x0] before the step's mean.
+            dtype: floating dtype of the chain.
+
+        Shapes:
+            returns.x0: `shape`.
+
+        References:
+            Ren et al., "Diffusion Policy Policy Optimization" (2024), Sec. 4 (std floor,
+            last-K-step fine-tuning).
+        """
+        options = SamplerOptions(grad_last_k, std_floor, inpaint, record, clip_x0)
+        step_gaussian = functools.partial(self._step_gaussian, clip_x0)
+        return run_reverse_chain(
+            denoiser, self.timesteps, step_gaussian, shape, cond, generator, options, dtype
+        )

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from dmc_core.diffusion._loop import SamplerOptions, predict_x0, run_reverse_chain
+from dmc_core.diffusion._loop import ChainSampler, predict_x0
 from dmc_core.diffusion.ddpm import DDPM
-from dmc_core.diffusion.records import Denoiser, SampleResult
+from dmc_core.diffusion.records import Denoiser
 from dmc_core.diffusion.schedules import NoiseSchedule
 
 __all__ = ["DDIM", "ddim_timesteps"]
@@ -29,12 +27,14 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
     return grid.flip(0).tolist()
 
 
-class DDIM:
+class DDIM(ChainSampler):
     """Denoising diffusion implicit model: the DDPM-trained epsilon model, fewer/implicit steps.
 
     `eta` interpolates between the deterministic sampler (0, the probability-flow ODE's
     discretisation) and DDPM-like ancestral noise (1; with steps = T it is exactly DDPM's
     small-variance ancestral sampler). Training is DDPM's: `loss` and `q_sample` delegate to it.
+    In `sample` (from `ChainSampler`) each step's std is the eta-scaled sigma of Eq. 16 (0 on the
+    last step), `grad_last_k` counts DDIM steps, and each record's `t` is the timestep left.
 
     References:
         Song, Meng & Ermon, "Denoising Diffusion Implicit Models" (2021), Eqs. 12 and 16.
@@ -93,36 +93,3 @@ class DDIM:
         sigma = self.eta * math.sqrt((1.0 - a_prev) / (1.0 - a) * (1.0 - a / a_prev))
         direction = math.sqrt(max(1.0 - a_prev - sigma**2, 0.0))
         return math.sqrt(a_prev) * x0 + direction * eps, sigma
-
-    def sample(
-        self,
-        denoiser: Denoiser,
-        shape: Sequence[int],
-        cond: Any,
-        generator: torch.Generator,
-        *,
-        grad_last_k: int = 0,
-        std_floor: float = 0.0,
-        inpaint: tuple[Tensor, Tensor] | None = None,
-        record: bool = True,
-        clip_x0: float | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> SampleResult:
-        """Sample from z_T ~ N(0, I) over the `steps` timesteps; keywords as in `DDPM.sample`.
-
-        Each step draws N(mean, std^2) with std = max(sigma, std_floor), sigma the eta-scaled
-        DDIM noise (0 on the last step). With eta = 0 and std_floor = 0 every step is
-        deterministic: std 0 and log_prob 0. `grad_last_k` counts DDIM steps, and each record's
-        `t` is the timestep being left.
-
-        Shapes:
-            returns.x0: `shape`.
-
-        References:
-            Song et al. (2021), Eqs. 12 and 16.
-        """
-        options = SamplerOptions(grad_last_k, std_floor, inpaint, record, clip_x0)
-        step_gaussian = functools.partial(self._step_gaussian, clip_x0)
-        return run_reverse_chain(
-            denoiser, self.timesteps, step_gaussian, shape, cond, generator, options, dtype
-        )

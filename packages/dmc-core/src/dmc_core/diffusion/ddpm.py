@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from dmc_core.diffusion._loop import SamplerOptions, predict_x0, run_reverse_chain
-from dmc_core.diffusion.records import Denoiser, SampleResult
+from dmc_core.diffusion._loop import ChainSampler, predict_x0
+from dmc_core.diffusion.records import Denoiser
 from dmc_core.diffusion.schedules import NoiseSchedule
 
 __all__ = ["DDPM"]
@@ -21,8 +19,14 @@ def _per_sample(coef: Tensor, ndim: int) -> Tensor:
     return coef.reshape(coef.shape[0], *([1] * (ndim - 1)))
 
 
-class DDPM:
+class DDPM(ChainSampler):
     """Denoising diffusion probabilistic model over a fixed noise schedule (epsilon prediction).
+
+    Sampling (`sample`, from `ChainSampler`) is ancestral over all T steps: each step draws
+    z_{t-1} ~ N(mu(z_t, eps_hat), std_t^2), mu the posterior mean of q(z_{t-1} | z_t, x0_hat) and
+    std_t the "small" posterior std sqrt(beta_t (1 - abar_{t-1}) / (1 - abar_t)), exact when the
+    data is a point mass and 0 at t = 1 (so the last step is deterministic unless a std floor is
+    given).
 
     References:
         Ho et al., "Denoising Diffusion Probabilistic Models" (2020), Eqs. 4, 5, 7 and Alg. 1-2.
@@ -39,6 +43,11 @@ class DDPM:
             s.alphas.sqrt() * (1 - s.alphas_cumprod_prev) / (1 - s.alphas_cumprod)
         ).tolist()
         self._posterior_std = s.posterior_variance.sqrt().tolist()
+
+    @property
+    def timesteps(self) -> list[int]:  # type: ignore[override]
+        """All steps T, ..., 1 in sampling order."""
+        return list(range(self.num_steps, 0, -1))
 
     @property
     def num_steps(self) -> int:
@@ -109,55 +118,3 @@ class DDPM:
         x0 = predict_x0(z_t, eps, self._alpha_bar[t - 1], clip_x0)
         mean = self._coef_x0[t - 1] * x0 + self._coef_z[t - 1] * z_t
         return mean, self._posterior_std[t - 1]
-
-    def sample(
-        self,
-        denoiser: Denoiser,
-        shape: Sequence[int],
-        cond: Any,
-        generator: torch.Generator,
-        *,
-        grad_last_k: int = 0,
-        std_floor: float = 0.0,
-        inpaint: tuple[Tensor, Tensor] | None = None,
-        record: bool = True,
-        clip_x0: float | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> SampleResult:
-        """Ancestral sampling from z_T ~ N(0, I) down to x0 in T steps.
-
-        Each step draws z_{t-1} ~ N(mu(z_t, eps_hat), std_t^2) with mu the posterior mean of
-        q(z_{t-1} | z_t, x0_hat) and std_t = max(sqrt(posterior variance), std_floor): the "small"
-        variance beta_t (1 - abar_{t-1}) / (1 - abar_t), exact when the data is a point mass and
-        0 at t = 1. So with std_floor = 0 the last step is deterministic (std 0, log_prob 0);
-        with std_floor > 0 it draws noise of std std_floor, so that every step has a finite
-        log-probability, as DPPO does for policy-gradient fine-tuning.
-
-        Args:
-            denoiser: the epsilon model.
-            shape: the sample shape (B, ...).
-            cond: passed to the denoiser unchanged.
-            generator: the only source of randomness; sampling runs on its device.
-            grad_last_k: gradients flow through the denoiser for the last K steps only; 0 runs
-                everything under `torch.no_grad`, K >= T differentiates every step. Earlier
-                steps' outputs are detached.
-            std_floor: lower bound on every step's std (see above).
-            inpaint: (mask, values): entries where mask is True are set to `values` on z_T and
-                after every step (Diffuser's conditioning); they count in no log_prob.
-            record: keep a `StepRecord` per step; False returns no steps.
-            clip_x0: clamp the predicted x0 to [-clip_x0, clip_x0] before the posterior mean.
-            dtype: floating dtype of the chain.
-
-        Shapes:
-            returns.x0: `shape`.
-
-        References:
-            Ho et al. (2020), Alg. 2 and Eq. 7; Ren et al., "Diffusion Policy Policy
-            Optimization" (2024), Sec. 4 (std floor, last-K-step fine-tuning).
-        """
-        options = SamplerOptions(grad_last_k, std_floor, inpaint, record, clip_x0)
-        step_gaussian = functools.partial(self._step_gaussian, clip_x0)
-        timesteps = list(range(self.num_steps, 0, -1))
-        return run_reverse_chain(
-            denoiser, timesteps, step_gaussian, shape, cond, generator, options, dtype
-        )
