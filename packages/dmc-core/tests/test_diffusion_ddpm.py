@@ -212,3 +212,20 @@ def test_loss_ignores_the_output_at_masked_entries(ddpm: DDPM) -> None:
     unmasked = ddpm.loss(Recorder(), x0, None, torch_generator(9))
     assert not torch.allclose(unmasked, ddpm.loss(shifted, x0, None, torch_generator(9)))
     assert unmasked.shape == (16,)
+
+
+def test_loss_uses_the_given_t_and_noise(ddpm: DDPM) -> None:
+    x0, noise = torch.randn(5, 2), torch.randn(5, 2)
+    t = torch.tensor([1, 3, 5, 7, T])
+    recorder = Recorder()
+    loss = ddpm.loss(recorder, x0, None, t=t, noise=noise)
+    z_t, seen = recorder.inputs[0]
+    assert seen.dtype == torch.long and torch.equal(seen, t)
+    assert torch.equal(z_t, ddpm.q_sample(x0, t, noise))
+    assert torch.allclose(loss, (noise**2).mean(1))
+    with pytest.raises(ValueError, match="t must have shape"):
+        ddpm.loss(recorder, x0, None, t=t[:4])
+    with pytest.raises(ValueError, match="noise must"):
+        ddpm.loss(recorder, x0, None, noise=noise[:, :1])
+    with pytest.raises(ValueError, match="integer"):
+        ddpm.loss(recorder, x0, None, t=t.float())

@@ -1,7 +1,9 @@
-"""The reverse-chain loop shared by DDPM and DDIM: gradient truncation, in-painting, recording.
+"""What the formulations share: the reverse-chain loop and the masked per-sample regression loss.
 
-A formulation supplies its timesteps (descending) and a per-step Gaussian: given the step's index,
-z_t and the predicted noise, the mean and std of the next state. Everything else lives here.
+A formulation supplies its timesteps (descending, in its own units: integer steps for DDPM/DDIM,
+continuous times for SM/FM), how a time becomes the denoiser's time input, and a per-step
+Gaussian: given the step's index, z_t and the network's output, the mean and std of the next
+state. Gradient truncation, in-painting and recording live here, once for all of them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,65 @@ from torch import Tensor
 
 from dmc_core.diffusion.records import Denoiser, SampleResult, StepRecord, gaussian_log_prob
 
-__all__ = ["ChainSampler", "SamplerOptions", "StepGaussian", "predict_x0", "run_reverse_chain"]
+__all__ = [
+    "ChainSampler",
+    "NetworkTime",
+    "SamplerOptions",
+    "StepGaussian",
+    "check_loss_inputs",
+    "masked_mse",
+    "per_sample",
+    "predict_x0",
+    "run_reverse_chain",
+    "step_times",
+]
 
 StepGaussian = Callable[[int, Tensor, Tensor], tuple[Tensor, float]]
-"""(index in the timestep list, z_t, predicted epsilon) -> (mean, std) of the next state."""
+"""(index in the timestep list, z_t, the network's output) -> (mean, std) of the next state."""
+
+NetworkTime = Callable[[Tensor], Tensor]
+"""(B,) times in the formulation's units -> (B,) the time input the denoiser gets."""
+
+
+def step_times(t: Tensor) -> Tensor:
+    """The discrete formulations' network time: the integer step itself, as a long tensor."""
+    return t.long()
+
+
+def per_sample(coef: Tensor, ndim: int) -> Tensor:
+    """Reshape (B,) coefficients to (B, 1, ..., 1) so they broadcast over a (B, ...) tensor."""
+    return coef.reshape(coef.shape[0], *([1] * (ndim - 1)))
+
+
+def masked_mse(
+    prediction: Tensor, target: Tensor, mask: Tensor | None, weights: Tensor | None
+) -> Tensor:
+    """Per-sample mean of the (weighted) squared error over the entries `mask` leaves unknown.
+
+    `weights` scale the squared errors element-wise before the mean; entries where `mask` is True
+    (known, in-painted) are left out of both the sum and the count. A sample with no unknown entry
+    has nothing to learn: its loss is 0, not NaN.
+
+    Shapes:
+        prediction, target: (B, ...); mask: bool, broadcastable to them; weights: broadcastable.
+        returns: (B,).
+    """
+    batch = target.shape[0]
+    error = (prediction - target) ** 2
+    if weights is not None:
+        error = error * weights
+    if mask is None:
+        return error.reshape(batch, -1).mean(dim=1)
+    free = (~mask).to(error.dtype).expand_as(error).reshape(batch, -1)
+    return (error.reshape(batch, -1) * free).sum(dim=1) / free.sum(dim=1).clamp(min=1.0)
+
+
+def check_loss_inputs(x0: Tensor, t: Tensor | None, noise: Tensor | None) -> None:
+    """Raise ValueError unless a given `t` is (B,) and a given `noise` has x0's shape."""
+    if t is not None and tuple(t.shape) != (x0.shape[0],):
+        raise ValueError(f"t must have shape ({x0.shape[0]},), got {tuple(t.shape)}")
+    if noise is not None and noise.shape != x0.shape:
+        raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,15 +127,17 @@ def _inpaint(z: Tensor, inpaint: tuple[Tensor, Tensor] | None) -> Tensor:
 
 def _reverse_step(
     denoiser: Denoiser,
-    t: int,
+    t: float,
     index: int,
     z_t: Tensor,
     cond: Any,
     step_gaussian: StepGaussian,
+    network_time: NetworkTime,
     generator: torch.Generator,
     options: SamplerOptions,
 ) -> tuple[Tensor, StepRecord | None]:
-    t_batch = torch.full((z_t.shape[0],), t, dtype=torch.long, device=z_t.device)
+    # torch.full keeps an int label long and a float label floating; network_time converts.
+    t_batch = network_time(torch.full((z_t.shape[0],), t, device=z_t.device))
     mean, std = step_gaussian(index, z_t, denoiser(z_t, t_batch, cond))
     # The floor keeps every step stochastic, so that each has a finite log-probability (DPPO).
     std = max(std, options.std_floor)
@@ -102,16 +161,19 @@ def _reverse_step(
 
 def run_reverse_chain(
     denoiser: Denoiser,
-    timesteps: Sequence[int],
+    timesteps: Sequence[float],
     step_gaussian: StepGaussian,
     shape: Sequence[int],
     cond: Any,
     generator: torch.Generator,
     options: SamplerOptions,
     dtype: torch.dtype = torch.float32,
+    network_time: NetworkTime = step_times,
 ) -> SampleResult:
     """Draw z_T ~ N(0, I) on the generator's device and run the reverse chain over `timesteps`.
 
+    `timesteps` are the times the steps leave, in the formulation's units; `network_time` turns
+    a batch of them into the denoiser's time input (default: integer steps, as long).
     Only the last `options.grad_last_k` steps run with gradients enabled; the earlier ones run
     under `torch.no_grad`, so their outputs are detached and back-propagation through x0 stops
     at the first differentiable step's input.
@@ -130,7 +192,7 @@ def run_reverse_chain(
     for index, t in enumerate(timesteps):
         with torch.set_grad_enabled(index >= first_grad):
             z, record = _reverse_step(
-                denoiser, t, index, z, cond, step_gaussian, generator, options
+                denoiser, t, index, z, cond, step_gaussian, network_time, generator, options
             )
         if record is not None:
             steps.append(record)
@@ -140,14 +202,22 @@ def run_reverse_chain(
 class ChainSampler:
     """The `sample` method shared by the formulations that denoise along a timestep list.
 
-    A subclass provides `timesteps` (descending, the steps the chain leaves) and
-    `_step_gaussian(clip_x0, index, z_t, eps) -> (mean, std)`; the loop above does the rest.
+    A subclass provides `timesteps` (descending, the times the chain leaves, in its own units) and
+    `_step_gaussian(clip_x0, index, z_t, output) -> (mean, std)`, and overrides `network_time`
+    if its denoiser does not take integer steps; the loop above does the rest.
     """
 
-    timesteps: Sequence[int]
+    timesteps: Sequence[float]
+
+    def network_time(self, t: Tensor) -> Tensor:
+        """The denoiser's time input for (B,) times in this formulation's units (see `Denoiser`).
+
+        Integer steps, as a long tensor, unless a subclass says otherwise.
+        """
+        return step_times(t)
 
     def _step_gaussian(
-        self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor
+        self, clip_x0: float | None, index: int, z_t: Tensor, output: Tensor
     ) -> tuple[Tensor, float]:
         raise NotImplementedError
 
@@ -172,7 +242,7 @@ class ChainSampler:
         has a finite log-probability, as DPPO does for policy-gradient fine-tuning.
 
         Args:
-            denoiser: the epsilon model.
+            denoiser: the network (it predicts the formulation's regression target).
             shape: the sample shape (B, ...).
             cond: passed to the denoiser unchanged.
             generator: the only source of randomness; sampling runs on its device.
@@ -196,5 +266,13 @@ class ChainSampler:
         options = SamplerOptions(grad_last_k, std_floor, inpaint, record, clip_x0)
         step_gaussian = functools.partial(self._step_gaussian, clip_x0)
         return run_reverse_chain(
-            denoiser, self.timesteps, step_gaussian, shape, cond, generator, options, dtype
+            denoiser,
+            self.timesteps,
+            step_gaussian,
+            shape,
+            cond,
+            generator,
+            options,
+            dtype,
+            self.network_time,
         )

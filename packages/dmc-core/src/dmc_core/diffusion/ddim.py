@@ -35,10 +35,14 @@ class DDIM(ChainSampler):
     small-variance ancestral sampler). Training is DDPM's: `loss` and `q_sample` delegate to it.
     In `sample` (from `ChainSampler`) each step's std is the eta-scaled sigma of Eq. 16 (0 on the
     last step), `grad_last_k` counts DDIM steps, and each record's `t` is the timestep left.
+    `num_steps` is the number of DDIM steps `steps` (the reverse steps taken); the schedule's T is
+    `schedule.num_steps`.
 
     References:
         Song, Meng & Ermon, "Denoising Diffusion Implicit Models" (2021), Eqs. 12 and 16.
     """
+
+    name = "ddim"
 
     def __init__(self, schedule: NoiseSchedule, steps: int, eta: float = 0.0) -> None:
         """Validate `steps` (1..T) and `eta` ([0, 1]) and fix the timestep subsequence.
@@ -62,8 +66,18 @@ class DDIM(ChainSampler):
 
     @property
     def num_steps(self) -> int:
-        """The number of diffusion steps of the underlying schedule."""
-        return self.schedule.num_steps
+        """The number of reverse steps the sampler takes (`steps`, not the schedule's T)."""
+        return self.steps
+
+    def draw_times(
+        self, batch: int, generator: torch.Generator | None, device: torch.device | str
+    ) -> Tensor:
+        """Training steps drawn uniformly from 1..T (DDPM's, since DDIM trains as DDPM)."""
+        return self.ddpm.draw_times(batch, generator, device)
+
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio at integer steps t in 1..T; see `DDPM.snr`."""
+        return self.ddpm.snr(t)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """The forward process; see `DDPM.q_sample`."""
@@ -77,9 +91,12 @@ class DDIM(ChainSampler):
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
         weights: Tensor | None = None,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """DDPM's epsilon loss (DDIM shares the training objective); see `DDPM.loss`."""
-        return self.ddpm.loss(denoiser, x0, cond, generator, mask, weights)
+        return self.ddpm.loss(denoiser, x0, cond, generator, mask, weights, t=t, noise=noise)
 
     def _step_gaussian(
         self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor

@@ -7,16 +7,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dmc_core.diffusion._loop import ChainSampler, predict_x0
+from dmc_core.diffusion._loop import (
+    ChainSampler,
+    check_loss_inputs,
+    masked_mse,
+    per_sample,
+    predict_x0,
+)
 from dmc_core.diffusion.records import Denoiser
 from dmc_core.diffusion.schedules import NoiseSchedule
 
 __all__ = ["DDPM"]
-
-
-def _per_sample(coef: Tensor, ndim: int) -> Tensor:
-    """Reshape (B,) coefficients to (B, 1, ..., 1) so they broadcast over a (B, ...) tensor."""
-    return coef.reshape(coef.shape[0], *([1] * (ndim - 1)))
 
 
 class DDPM(ChainSampler):
@@ -31,6 +32,8 @@ class DDPM(ChainSampler):
     References:
         Ho et al., "Denoising Diffusion Probabilistic Models" (2020), Eqs. 4, 5, 7 and Alg. 1-2.
     """
+
+    name = "ddpm"
 
     def __init__(self, schedule: NoiseSchedule) -> None:
         """Keep the schedule and cache its per-step coefficients as Python floats."""
@@ -51,8 +54,31 @@ class DDPM(ChainSampler):
 
     @property
     def num_steps(self) -> int:
-        """The number of diffusion steps."""
+        """The number of diffusion steps T, which is also the number of reverse steps taken."""
         return self.schedule.num_steps
+
+    def draw_times(
+        self, batch: int, generator: torch.Generator | None, device: torch.device | str
+    ) -> Tensor:
+        """Training steps drawn uniformly from 1..T: what `loss(t=...)` takes.
+
+        Shapes:
+            returns: (batch,) long.
+        """
+        return torch.randint(1, self.num_steps + 1, (batch,), generator=generator, device=device)
+
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio abar_t / (1 - abar_t) at integer steps t in 1..T (float32).
+
+        Shapes:
+            t, returns: (B,).
+
+        References:
+            Kingma et al., "Variational Diffusion Models" (2021), Eq. 2 (SNR).
+        """
+        index = t.to(device=self.schedule.betas.device, dtype=torch.long) - 1
+        abar = self.schedule.alphas_cumprod[index]
+        return (abar / (1.0 - abar)).to(device=t.device, dtype=torch.float32)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """Draw z_t ~ q(z_t | x0) = N(sqrt(abar_t) x0, (1 - abar_t) I) with the given noise.
@@ -69,7 +95,7 @@ class DDPM(ChainSampler):
         index = t.to(device=self.schedule.betas.device, dtype=torch.long) - 1
         scale = self.schedule.sqrt_alphas_cumprod[index].to(device=x0.device, dtype=x0.dtype)
         sigma = self.schedule.sqrt_one_minus_alphas_cumprod[index].to(x0.device, x0.dtype)
-        return _per_sample(scale, x0.ndim) * x0 + _per_sample(sigma, x0.ndim) * noise
+        return per_sample(scale, x0.ndim) * x0 + per_sample(sigma, x0.ndim) * noise
 
     def loss(
         self,
@@ -79,6 +105,9 @@ class DDPM(ChainSampler):
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
         weights: Tensor | None = None,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """Per-sample epsilon-prediction MSE at a step t drawn uniformly from 1..T.
 
@@ -87,28 +116,34 @@ class DDPM(ChainSampler):
         entries only. `weights` scale the squared errors element-wise (e.g. per dimension)
         before that mean. Callers weight or average the returned per-sample values.
 
+        `t` (integer steps, e.g. from `draw_times`) and `noise` replace the random draws when
+        given, so that two models or two samples can be scored at the same t and noise
+        (Diffusion-DPO); the generator then draws only what is not given.
+
         Shapes:
             x0: (B, ...); mask: bool, x0's shape; weights: broadcastable to x0.
+            t: (B,) integer; noise: x0's shape.
             returns: (B,).
+
+        Raises:
+            ValueError: `t` or `noise` has the wrong shape, or `t` is not integer or not in 1..T.
 
         References:
             Ho et al. (2020), Eq. 5 (L_simple); Janner et al., "Planning with Diffusion" (2022),
-            Sec. 3 (in-painting conditioning).
+            Sec. 3 (in-painting conditioning); Wallace et al., "Diffusion Model Alignment Using
+            Direct Preference Optimization" (2023), Eq. 14 (shared t and noise).
         """
-        batch = x0.shape[0]
-        t = torch.randint(1, self.num_steps + 1, (batch,), generator=generator, device=x0.device)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        check_loss_inputs(x0, t, noise)
+        if t is None:
+            t = self.draw_times(x0.shape[0], generator, x0.device)
+        elif t.is_floating_point() or t.is_complex():
+            raise ValueError(f"t must be integer steps in 1..{self.num_steps}, got {t.dtype}")
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         z_t = self.q_sample(x0, t, noise)
         if mask is not None:
             z_t = torch.where(mask, x0, z_t)
-        error = (denoiser(z_t, t, cond) - noise) ** 2
-        if weights is not None:
-            error = error * weights
-        if mask is None:
-            return error.reshape(batch, -1).mean(dim=1)
-        free = (~mask).to(x0.dtype).expand_as(error).reshape(batch, -1)
-        # A sample with no unknown entry has nothing to learn: its loss is 0, not NaN.
-        return (error.reshape(batch, -1) * free).sum(dim=1) / free.sum(dim=1).clamp(min=1.0)
+        return masked_mse(denoiser(z_t, self.network_time(t), cond), noise, mask, weights)
 
     def _step_gaussian(
         self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor

@@ -15,16 +15,23 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class Denoiser(Protocol):
-    """An epsilon-prediction network.
+    """The network every formulation trains: it regresses the formulation's target.
+
+    The target is the noise eps for DDPM, DDIM and SM (SM's score is -eps_hat / sigma(t)) and the
+    velocity eps - x0 for FM. The time input is the same for training and sampling and spreads
+    over O(1..1000), since backbones embed the raw value sinusoidally:
+
+    - DDPM, DDIM: the integer diffusion step t in 1..T, a long tensor;
+    - SM, FM: 1000 * t for the continuous time t in [0, 1], a float32 tensor.
 
     Shapes:
-        z_t: (B, ...) noisy sample at step t.
-        t: (B,) long, diffusion steps in 1..T.
-        returns: (B, ...) predicted noise, the shape of `z_t`.
+        z_t: (B, ...) noisy sample at time t.
+        t: (B,) the time input above.
+        returns: (B, ...) the predicted target, the shape of `z_t`.
     """
 
     def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        """Predict the noise that produced `z_t` at step `t` given the conditioning `cond`."""
+        """Predict the regression target for `z_t` at time input `t` given the conditioning."""
         ...
 
 
@@ -55,8 +62,10 @@ def gaussian_log_prob(
 class StepRecord:
     """One reverse step z_t -> z_prev drawn from N(mean, std^2).
 
-    `t` is the step being left (1..T for DDPM, the DDIM timestep for DDIM). A deterministic step
-    has std 0 and log_prob 0. With in-painting, `log_prob` counts only the free entries.
+    `t` is the time being left, in the formulation's units: an int step for DDPM (1..T) and DDIM
+    (its timestep), a float in (0, 1] for SM and FM (the denoiser saw `network_time` of it). A
+    deterministic step has std 0 and log_prob 0. With in-painting, `log_prob` counts only the
+    free entries.
 
     Shapes:
         z_t, z_prev, mean: (B, ...).
@@ -64,7 +73,7 @@ class StepRecord:
         log_prob: (B,).
     """
 
-    t: int
+    t: float
     z_t: Tensor
     z_prev: Tensor
     mean: Tensor
@@ -74,7 +83,7 @@ class StepRecord:
 
 @dataclass(frozen=True, eq=False)
 class SampleResult:
-    """The final sample and, if recorded, every reverse step in sampling order (t = T first).
+    """The final sample and, if recorded, every reverse step in sampling order (noisiest first).
 
     Shapes:
         x0: (B, ...).
