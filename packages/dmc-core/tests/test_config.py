@@ -63,8 +63,13 @@ def test_valid_section_merges_base_defaults_and_new_dict_entries(tmp_path: Path)
     )
     assert cfg.base.seed == 7
     assert cfg.model == Model(width=8)
-    assert cfg.splits == {"train": Episodes(), "val": Episodes(count=2)}
+    # A mapping in the file is the whole mapping: the schema's default entry 'train' is gone,
+    # and the new entry starts from the entry schema's defaults.
+    assert cfg.splits == {"val": Episodes(count=2)}
     assert cfg.name == "a"
+    # Without the mapping in the file the defaults stay, and overrides change single keys.
+    cfg = load(tmp_path, "toy: {name: a}", "toy.splits.val.count=3")
+    assert cfg.splits == {"train": Episodes(), "val": Episodes(count=3)}
 
 
 def test_loaded_config_is_frozen(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from dmc_core.errors import ConfigError
 __all__ = [
     "BASE_SECTION",
     "BaseConfig",
+    "from_plain",
     "knob",
     "load_stage_config",
     "read_params",
@@ -138,6 +139,21 @@ def load_stage_config(
     return config
 
 
+def from_plain(schema: type[T], values: Mapping[str, Any], source: str, section: str) -> T:
+    """Validate plain `values` (e.g. a config recorded in a checkpoint) into `schema`.
+
+    Raises:
+        ConfigError: naming `source` and the dotted key under `section`, as for params files.
+    """
+    merged = _merge_into_schema(schema, dict(values), {}, Path(source), section)
+    config = _to_object(schema, merged, Path(source), section)
+    problems = list(_range_problems(config, ""))
+    if problems:
+        key, message = problems[0]
+        raise ConfigError(f"{source}: {_full_key(section, key)}: {message}")
+    return config
+
+
 def to_plain(config: Any) -> dict[str, Any]:
     """Return a dataclass config as plain nested dicts and lists (JSON/YAML-ready)."""
     plain = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
@@ -175,8 +191,8 @@ def _merge_into_schema(
 ) -> DictConfig:
     structured = OmegaConf.structured(schema)
     try:
-        _assign(structured, values)
-        _assign(structured, overrides)
+        _assign(structured, values, replace_dicts=True)
+        _assign(structured, overrides, replace_dicts=False)
     except ConfigKeyError as err:
         raise ConfigError(_unknown_key_message(err, structured, path, section)) from None
     except ValidationError as err:
@@ -188,12 +204,16 @@ def _merge_into_schema(
     return structured
 
 
-def _assign(node: DictConfig, values: Mapping[str, Any]) -> None:
+def _assign(node: DictConfig, values: Mapping[str, Any], replace_dicts: bool) -> None:
     """Merge plain `values` into a structured node, key by key, validating each assignment.
 
     Frozen dataclasses give read-only nodes (also for entries created inside a
     `dict[str, Schema]` field), so each node is made writable just before it is filled; the
     frozen dataclass that `to_object` builds at the end is what keeps the config immutable.
+
+    With `replace_dicts` (a params file), a mapping given for a `dict[...]` field is the whole
+    mapping: the schema's default entries are dropped, not merged with it (a file that lists the
+    models `a` and `b` means exactly those). Dotted overrides change single keys instead.
     """
     _make_writable(node)
     for key, value in values.items():
@@ -202,7 +222,10 @@ def _assign(node: DictConfig, values: Mapping[str, Any]) -> None:
             node[key] = _new_entry(node)
             child = node._get_node(key)
         if isinstance(value, Mapping) and isinstance(child, DictConfig) and not child._is_none():
-            _assign(child, value)
+            if replace_dicts and child._metadata.object_type is dict:
+                for old in list(child.keys()):
+                    del child[old]
+            _assign(child, value, replace_dicts)
         else:
             node[key] = value
 

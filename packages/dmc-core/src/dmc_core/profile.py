@@ -3,7 +3,9 @@
     python -m dmc_core.profile pipelines/profiles/smoke.yaml [--params params.yaml]
 
 A profile has the shape of `params.yaml` and may only name keys that the params file already
-has, so a typo in a profile is an error, not a silently ignored setting. The params file is
+has, so a typo in a profile is an error, not a silently ignored setting. A mapping in the
+profile with `_replace: true` replaces the params file's mapping whole instead of being merged
+into it (e.g. a model's `backbone`, whose keys depend on the backbone chosen). The params file is
 rewritten in place with its comments kept (ruamel round trip), so `dvc repro` and
 `dvc exp run` see the profile's values as ordinary params changes.
 """
@@ -24,7 +26,10 @@ from dmc_core.atomic import atomic_write_text
 from dmc_core.config import read_params
 from dmc_core.errors import ConfigError, DmcError
 
-__all__ = ["apply_profile", "main"]
+__all__ = ["REPLACE_MARKER", "apply_profile", "main"]
+
+#: In a profile, a mapping holding this key set to true replaces the params mapping whole.
+REPLACE_MARKER = "_replace"
 
 
 def apply_profile(
@@ -49,7 +54,9 @@ def _merge(target: MutableMapping[str, Any], values: Mapping[str, Any], prefix: 
         name = f"{prefix}{key}"
         if key not in target:
             return f"unknown key '{name}'"
-        if isinstance(value, Mapping):
+        if isinstance(value, Mapping) and value.get(REPLACE_MARKER) is True:
+            target[key] = {k: v for k, v in value.items() if k != REPLACE_MARKER}
+        elif isinstance(value, Mapping):
             if not isinstance(target[key], MutableMapping):
                 return f"'{name}' is a value in the params file, not a section"
             problem = _merge(target[key], value, f"{name}.")

@@ -1,9 +1,22 @@
-"""The pipeline stages of dmc-core (the `pretrain` stage arrives with the foundation models)."""
+"""The pipeline stages of dmc-core."""
 
 from __future__ import annotations
 
-from dmc_core.cli import Stage
+from dmc_core.cli import Arg, Stage
+from dmc_core.pretrain import PretrainConfig, pretrain
 
 __all__ = ["STAGES"]
 
-STAGES: tuple[Stage, ...] = ()
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="pretrain",
+        summary="Train one foundation model (EMA, resumable snapshots, DDP under torchrun).",
+        schema=PretrainConfig,
+        args=(
+            Arg("--name", "model entry of pretrain.models (diffuser, policy, ...)"),
+            Arg("--dataset", "dataset file (.hdf5, D4RL layout) to learn from"),
+            Arg("--out", "model directory: model.safetensors, its sidecar, live/ metrics"),
+        ),
+        run=pretrain,
+    ),
+)

@@ -1,0 +1,167 @@
+"""The shared shape of a diffusion model for control: a backbone, a formulation, normalisers.
+
+A `ControlModel` generates `z_0` (a plan or an action chunk) in normalised units with its
+formulation's sampler, conditioned on the recent observations, and decodes the actions to take.
+Subclasses (one file each) say what `z_0` is, how it is conditioned and how it is learned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from dmc_core.diffusion import SampleResult, build_formulation
+from dmc_core.diffusion.formulation import Formulation
+from dmc_core.models.normalizer import RangeNormalizer
+from dmc_core.models.spec import ModelSpec
+from dmc_core.models.windows import Window
+from dmc_core.nets import build_backbone
+
+__all__ = ["Conditioning", "ControlModel"]
+
+Conditioning = tuple[Tensor | None, tuple[Tensor, Tensor] | None]
+"""(condition input of the network, in-painting (mask, values)); either may be None."""
+
+
+def make_formulation(spec: ModelSpec) -> Formulation:
+    """The formulation a model spec names."""
+    f = spec.formulation
+    return build_formulation(
+        f.name,
+        num_steps=f.steps,
+        schedule=f.schedule,
+        sample_steps=f.sample_steps or None,
+        eta=f.eta,
+        sampler=f.sampler,
+    )
+
+
+class ControlModel(nn.Module):
+    """Base of Diffuser, Decision Diffuser and Diffusion Policy (see the module docstring).
+
+    Shapes:
+        history (every method): (B, To, obs_dim) raw observations, the newest last.
+        z_0: (B, horizon, transition_dim) normalised.
+    """
+
+    kind: ClassVar[str]
+    role: ClassVar[str]  # "planner" or "policy"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        obs_normalizer: RangeNormalizer,
+        act_normalizer: RangeNormalizer,
+    ) -> None:
+        """Build the backbone for this model's sample shape and condition width."""
+        super().__init__()
+        self.spec = spec
+        self.obs_dim = obs_normalizer.dim
+        self.act_dim = act_normalizer.dim
+        self.obs_normalizer = obs_normalizer
+        self.act_normalizer = act_normalizer
+        self.formulation = make_formulation(spec)
+        sizes = {k: _plain(v) for k, v in spec.backbone.items() if k != "name"}
+        self.net = build_backbone(
+            spec.backbone["name"],
+            horizon=spec.horizon,
+            transition_dim=self.transition_dim,
+            cond_dim=self.cond_dim,
+            **sizes,
+        )
+
+    # What a subclass defines -----------------------------------------------------------
+
+    @property
+    def transition_dim(self) -> int:
+        """Channels of one step of `z_0`."""
+        raise NotImplementedError
+
+    @property
+    def cond_dim(self) -> int:
+        """Width of the network's condition input (0: unconditional network)."""
+        return 0
+
+    def training_loss(self, window: Window, generator: torch.Generator) -> Tensor:
+        """The scalar loss of one batch of windows."""
+        raise NotImplementedError
+
+    def condition(self, history: Tensor) -> Conditioning:
+        """The network condition and the in-painting of a batch of observation histories."""
+        raise NotImplementedError
+
+    def decode_actions(self, z0: Tensor) -> Tensor:
+        """The `action_exec` actions to execute, raw units, differentiable in `z0`.
+
+        Shapes:
+            z0: (B, horizon, transition_dim); returns (B, action_exec, act_dim).
+        """
+        raise NotImplementedError
+
+    # Shared behaviour ---------------------------------------------------------------------
+
+    @property
+    def horizon(self) -> int:
+        """Steps of `z_0` (plan length or action-chunk length)."""
+        return self.spec.horizon
+
+    @property
+    def history_len(self) -> int:
+        """Observations the model conditions on (To)."""
+        return self.spec.history
+
+    def forward(self, window: Window, generator: torch.Generator) -> Tensor:
+        """The training loss (so that DDP wraps the whole model; see `training_loss`)."""
+        return self.training_loss(window, generator)
+
+    def sample(
+        self, history: Tensor, generator: torch.Generator, **sampler_options: Any
+    ) -> SampleResult:
+        """Sample one `z_0` per history with the formulation's sampler.
+
+        `sampler_options` go to the formulation's `sample` (grad_last_k, std_floor, record,
+        clip_x0); the model supplies the shape, the condition and the in-painting.
+        """
+        self._check_history(history)
+        cond, inpaint = self.condition(history)
+        shape = (history.shape[0], self.horizon, self.transition_dim)
+        return self.formulation.sample(
+            self.net, shape, cond, generator, inpaint=inpaint, **sampler_options
+        )
+
+    @torch.no_grad()
+    def act(self, history: Tensor, generator: torch.Generator) -> Tensor:
+        """Sample and decode the actions to execute (no gradients, no records).
+
+        Shapes:
+            history: (B, To, obs_dim); returns (B, action_exec, act_dim).
+        """
+        result = self.sample(history, generator, record=False)
+        return self.decode_actions(result.x0)
+
+    def describe(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model around a state dict (checkpoint sidecar)."""
+        from dmc_core.config import to_plain
+
+        return {
+            "kind": self.kind,
+            "obs_dim": self.obs_dim,
+            "act_dim": self.act_dim,
+            "spec": to_plain(self.spec),
+        }
+
+    def _check_history(self, history: Tensor) -> None:
+        want = (self.history_len, self.obs_dim)
+        if history.ndim != 3 or tuple(history.shape[1:]) != want:
+            raise ValueError(
+                f"{self.kind}: history must have shape (B, {want[0]}, {want[1]}), "
+                f"got {tuple(history.shape)}"
+            )
+
+
+def _plain(value: Any) -> Any:
+    # Lists from YAML become tuples: backbones take size sequences such as dim_mults.
+    return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else value

@@ -1,0 +1,9 @@
+"""Training runtime shared by the stages: EMA, resumable snapshots, data-parallel worlds."""
+
+from __future__ import annotations
+
+from dmc_core.training.distributed import World, choose_device, data_parallel_world
+from dmc_core.training.ema import EMA
+from dmc_core.training.resume import Snapshot, fingerprint
+
+__all__ = ["EMA", "Snapshot", "World", "choose_device", "data_parallel_world", "fingerprint"]

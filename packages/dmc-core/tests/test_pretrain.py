@@ -1,0 +1,180 @@
+"""Stage `pretrain`: learning-rate schedule, EMA, resumable snapshots, the CLI, DDP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dmc_core.data import write_dataset
+from dmc_core.models import ModelSpec, TrainSpec, load_model
+from dmc_core.pretrain import TrainingRun, learning_rate
+from dmc_core.testing import run_module, toy_dataset
+from dmc_core.training import EMA, Snapshot, World
+
+CPU_WORLD = World(rank=0, size=1, device=torch.device("cpu"))
+TINY_BACKBONE = {"name": "mlp", "hidden": 16, "blocks": 1}
+
+
+def tiny_spec(**train: object) -> ModelSpec:
+    settings = {"steps": 30, "batch_size": 16, "checkpoint_every": 10, "log_every": 5, **train}
+    return ModelSpec(
+        kind="diffuser",
+        horizon=4,
+        backbone=TINY_BACKBONE,
+        train=TrainSpec(**settings),  # type: ignore[arg-type]
+    )
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    train = TrainSpec(steps=110, lr=1.0, warmup_steps=10)
+    assert learning_rate(train, 0) == pytest.approx(0.1)
+    assert learning_rate(train, 9) == pytest.approx(1.0)
+    assert learning_rate(train, 10) == pytest.approx(1.0)
+    assert learning_rate(train, 60) == pytest.approx(0.5)
+    assert learning_rate(train, 110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_ema_moves_towards_the_weights_with_warmed_up_decay() -> None:
+    layer = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(layer.weight)
+    ema = EMA(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update(layer)  # first update: decay min(0.9, 2/11)
+    assert float(ema.shadow["weight"]) == pytest.approx(1.0 - 2.0 / 11.0)
+    for _ in range(200):
+        ema.update(layer)
+    assert float(ema.shadow["weight"]) == pytest.approx(1.0, abs=1e-6)
+    target = torch.nn.Linear(1, 1, bias=False)
+    ema.copy_to(target)
+    assert torch.equal(target.weight, ema.shadow["weight"])
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path: Path) -> None:
+    data = toy_dataset(episodes=6, horizon=8)
+    whole = TrainingRun(tiny_spec(), data, tmp_path / "whole", CPU_WORLD, 0, "m")
+    whole_path = whole.train()
+    assert whole_path is not None and not (tmp_path / "whole" / ".resume").exists()
+
+    first = TrainingRun(tiny_spec(), data, tmp_path / "split", CPU_WORLD, 0, "m")
+    assert first.train(stop_after=20) is None
+    assert (tmp_path / "split" / ".resume" / "state.safetensors").is_file()
+    second = TrainingRun(tiny_spec(), data, tmp_path / "split", CPU_WORLD, 0, "m")
+    split_path = second.train()
+    assert split_path is not None
+    for name, value in load_model(whole_path).state_dict().items():
+        assert torch.equal(value, load_model(split_path).state_dict()[name]), name
+
+
+def test_a_snapshot_of_other_settings_is_not_resumed(tmp_path: Path) -> None:
+    data = toy_dataset(episodes=6, horizon=8)
+    TrainingRun(tiny_spec(), data, tmp_path, CPU_WORLD, 0, "m").train(stop_after=10)
+    other = TrainingRun(tiny_spec(lr=5e-4), data, tmp_path, CPU_WORLD, 0, "m")
+    snapshot: Snapshot = other.snapshot
+    assert snapshot.restore(other.model, other.ema, other.optimizer) == 0
+    same = TrainingRun(tiny_spec(), data, tmp_path, CPU_WORLD, 0, "m")
+    assert same.snapshot.restore(same.model, same.ema, same.optimizer) == 10
+
+
+# The command line: files, metrics, a kill and a restart, and DDP ---------------------------
+
+
+def write_inputs(tmp_path: Path, **train: object) -> Path:
+    data = tmp_path / "data.hdf5"
+    write_dataset(data, toy_dataset(episodes=20, horizon=8))
+    entry = {
+        "kind": "diffuser",
+        "horizon": 4,
+        "backbone": TINY_BACKBONE,
+        "train": {"steps": 40, "batch_size": 16, "checkpoint_every": 10, "log_every": 5, **train},
+    }
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"seed": 0}, "pretrain": {"models": {"m": entry}}}))
+    return params
+
+
+def pretrain_args(tmp_path: Path) -> list[str]:
+    return [
+        "pretrain",
+        "--name",
+        "m",
+        "--dataset",
+        str(tmp_path / "data.hdf5"),
+        "--out",
+        str(tmp_path / "out"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
+
+
+def test_the_stage_writes_the_model_and_its_learning_curve(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    result = run_module("dmc_core", *pretrain_args(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    model = load_model(out / "model.safetensors")
+    assert model.kind == "diffuser"
+    sidecar = yaml.safe_load((out / "model.yaml").read_text())
+    assert sidecar["metadata"]["steps"] == 40 and sidecar["metadata"]["processes"] == 1
+    curve = (out / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    assert curve[0].split("\t")[:2] == ["step", "loss"] and len(curve) == 1 + 40 // 5
+    assert "train" in yaml.safe_load((out / "live" / "metrics.json").read_text())
+    assert not (out / ".resume").exists()
+
+
+def test_unknown_model_entry_is_a_one_line_error(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    args = pretrain_args(tmp_path)
+    args[2] = "nope"
+    result = run_module("dmc_core", *args)
+    assert result.returncode == 2
+    assert "pretrain.models has no entry 'nope'" in result.stderr
+
+
+def test_a_killed_run_continues_from_its_last_snapshot(tmp_path: Path) -> None:
+    write_inputs(tmp_path, steps=1500, checkpoint_every=20, log_every=20)
+    snapshot = tmp_path / "out" / ".resume" / "state.safetensors"
+    command = [sys.executable, "-m", "dmc_core", *pretrain_args(tmp_path)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not snapshot.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert snapshot.exists(), "no snapshot was written before the kill"
+    assert not (tmp_path / "out" / "model.safetensors").exists(), "the run finished too soon"
+
+    result = run_module("dmc_core", *pretrain_args(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "resuming from the snapshot at step" in result.stderr
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert not snapshot.exists()
+
+
+def test_data_parallel_training_with_two_cpu_processes(tmp_path: Path) -> None:
+    write_inputs(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "dmc_core",
+        *pretrain_args(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sidecar = yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())
+    assert sidecar["metadata"]["processes"] == 2
+    assert load_model(tmp_path / "out" / "model.safetensors").kind == "diffuser"
