@@ -10,15 +10,20 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from support import ROOT
 
 from dmc_core.data import read_dataset
+from dmc_core.models import load_model
 from dmc_core.profile import apply_profile
+from dmc_core.seeding import torch_generator
 
 pytestmark = pytest.mark.slow
 
 DATASETS = ("partial", "full", "expert")
+MODELS = ("diffuser", "policy")
+PRETRAIN = {f"pretrain@{name}" for name in MODELS}
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", ".nox", "data", "cache", "tmp", "__pycache__", "*.egg-info", ".*_cache"
 )
@@ -61,7 +66,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_makes_the_three_datasets_their_stats_and_pictures(workdir: Path) -> None:
     first = dvc(workdir, "repro")
-    assert ran_stages(first.stdout) == {f"make_dataset@{name}" for name in DATASETS}
+    assert ran_stages(first.stdout) == {f"make_dataset@{name}" for name in DATASETS} | PRETRAIN
     for name in DATASETS:
         data = read_dataset(workdir / "data" / "datasets" / "nav1d" / f"{name}.hdf5")
         assert data.attrs["dataset_kind"] == name
@@ -82,6 +87,25 @@ def test_repro_makes_the_three_datasets_their_stats_and_pictures(workdir: Path) 
     assert expert["normalized_score"] > 80 > 20 > full["normalized_score"]
 
 
+def sample_actions(workdir: Path, name: str) -> torch.Tensor:
+    model = load_model(workdir / "data" / "models" / name / "model.safetensors")
+    history = torch.zeros(3, model.history_len, model.obs_dim)
+    return model.act(history, torch_generator(0))
+
+
+def test_repro_trains_the_foundation_models_with_learning_curves(workdir: Path) -> None:
+    for name, kind in zip(MODELS, ("diffuser", "diffusion_policy"), strict=True):
+        model = load_model(workdir / "data" / "models" / name / "model.safetensors")
+        assert model.kind == kind and model.spec.dataset == "full"
+        assert sample_actions(workdir, name).shape == (3, 1, 1)
+        live = workdir / "data" / "models" / name / "live"
+        assert json.loads((live / "metrics.json").read_text())["train"]["loss"] > 0
+        assert (live / "plots" / "metrics" / "train" / "loss.tsv").is_file()
+        assert not (workdir / "data" / "models" / name / ".resume").exists()
+    shown = dvc(workdir, "metrics", "show", "--json").stdout
+    assert "data/models/diffuser/live/metrics.json" in shown
+
+
 def test_second_repro_does_nothing(workdir: Path) -> None:
     again = dvc(workdir, "repro")
     assert ran_stages(again.stdout) == set()
@@ -93,9 +117,23 @@ def test_editing_a_dataset_knob_reruns_only_that_dataset(workdir: Path) -> None:
     assert ran_stages(dvc(workdir, "repro").stdout) == {"make_dataset@expert"}
 
 
+@pytest.mark.parametrize(
+    ("model", "formulation"), [("diffuser", "ddim"), ("diffuser", "sm"), ("policy", "fm")]
+)
+def test_switching_the_formulation_retrains_only_that_model(
+    workdir: Path, model: str, formulation: str
+) -> None:
+    set_param(workdir, f"pretrain.models.{model}.formulation.name", formulation)
+    assert ran_stages(dvc(workdir, "repro").stdout) == {f"pretrain@{model}"}
+    loaded = load_model(workdir / "data" / "models" / model / "model.safetensors")
+    assert loaded.spec.formulation.name == formulation
+    assert torch.isfinite(sample_actions(workdir, model)).all()
+
+
 def test_editing_a_nav1d_parameter_reruns_every_dataset(workdir: Path) -> None:
     set_param(workdir, "make_dataset.nav1d.step_size", 0.25)
-    assert ran_stages(dvc(workdir, "repro").stdout) == {f"make_dataset@{n}" for n in DATASETS}
+    expected = {f"make_dataset@{n}" for n in DATASETS} | PRETRAIN
+    assert ran_stages(dvc(workdir, "repro").stdout) == expected
     data = read_dataset(workdir / "data" / "datasets" / "nav1d" / "full.hdf5")
     assert data.attrs["env_kwargs"]["step_size"] == 0.25
 

@@ -45,14 +45,16 @@ def _nav1d_models() -> dict[str, ModelSpec]:
         "diffuser": ModelSpec(
             kind="diffuser",
             horizon=8,
-            backbone={"name": "unet", "dim": 16, "dim_mults": [1, 2, 4]},
+            backbone={"name": "unet", "dim": 16, "dim_mults": [1, 2]},
+            train=TrainSpec(steps=2500),
         ),
         "policy": ModelSpec(
             kind="diffusion_policy",
             horizon=4,
             history=2,
             inpainting="none",
-            backbone={"name": "mlp", "hidden": 256, "blocks": 3},
+            backbone={"name": "mlp", "hidden": 128, "blocks": 2},
+            train=TrainSpec(steps=3000),
         ),
     }
 
