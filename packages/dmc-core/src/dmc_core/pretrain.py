@@ -255,11 +255,12 @@ class _Metrics:
             "seconds": round(elapsed, 2),
             "steps_per_second": round(done / elapsed, 2) if elapsed > 0 else 0.0,
         }
+        # dvclive already reports the last logged loss as train.loss.
+        shown = {k: v for k, v in self.summary.items() if k != "final_loss"}
         if self.bar is not None:
             self.bar.close()
         if self.live is not None:
-            for key, value in self.summary.items():
-                self.live.summary[f"train/{key}"] = value
+            self.live.summary.update(shown)
             self.live.make_summary()
             self.live.end()
 
