@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +18,6 @@ from dmc_core.diffusion import (
     vp_betas,
 )
 from dmc_core.seeding import torch_generator
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: one thread is fastest and keeps the timing stable on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def linear_model(weight: float) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,31 +11,9 @@ from torch import Tensor
 
 from dmc_core.diffusion import FM
 from dmc_core.seeding import torch_generator
+from dmc_core.testing import LinearDenoiser
 
 STEPS = 5
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: one thread is fastest and keeps the timing stable on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class LinearModel:
-    """A differentiable velocity model v = w * z that logs its time inputs and grad mode."""
-
-    def __init__(self, weight: float) -> None:
-        self.w = torch.tensor(weight, requires_grad=True)
-        self.grad_modes: list[bool] = []
-        self.times: list[Tensor] = []
-
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        self.grad_modes.append(torch.is_grad_enabled())
-        self.times.append(t)
-        return self.w * z_t
 
 
 def normal_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -49,7 +26,7 @@ def test_rejects_no_steps() -> None:
 
 
 def test_steps_are_deterministic_euler_landing_on_the_x0_prediction() -> None:
-    fm, model = FM(STEPS), LinearModel(0.7)
+    fm, model = FM(STEPS), LinearDenoiser(0.7)
     result = fm.sample(model, (4, 2), None, torch_generator(0))
     assert [s.t for s in result.steps] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
     assert fm.num_steps == STEPS == len(result.steps)
@@ -66,7 +43,7 @@ def test_steps_are_deterministic_euler_landing_on_the_x0_prediction() -> None:
 
 def test_floored_steps_are_gaussian_with_exact_log_probs() -> None:
     fm = FM(STEPS)
-    result = fm.sample(LinearModel(0.7), (4, 3), None, torch_generator(1), std_floor=0.1)
+    result = fm.sample(LinearDenoiser(0.7), (4, 3), None, torch_generator(1), std_floor=0.1)
     for step in result.steps:
         assert float(step.std) == pytest.approx(0.1)
         assert torch.allclose(step.mean, step.z_t - 0.2 * 0.7 * step.z_t)
@@ -76,7 +53,7 @@ def test_floored_steps_are_gaussian_with_exact_log_probs() -> None:
 
 
 def test_gradients_flow_through_the_last_k_steps_only() -> None:
-    fm, model, k = FM(STEPS), LinearModel(0.5), 2
+    fm, model, k = FM(STEPS), LinearDenoiser(0.5), 2
     result = fm.sample(model, (6, 2), None, torch_generator(2), grad_last_k=k, std_floor=0.05)
     assert model.grad_modes == [False] * (STEPS - k) + [True] * k
     assert not any(s.z_prev.requires_grad for s in result.steps[:-k])
@@ -97,7 +74,7 @@ def test_gradients_flow_through_the_last_k_steps_only() -> None:
 
 
 def test_the_same_seed_repeats_a_floored_sample_and_another_seed_differs() -> None:
-    fm, model = FM(STEPS), LinearModel(0.3)
+    fm, model = FM(STEPS), LinearDenoiser(0.3)
     first = fm.sample(model, (4, 3), None, torch_generator(7), std_floor=0.1)
     again = fm.sample(model, (4, 3), None, torch_generator(7), std_floor=0.1)
     other = fm.sample(model, (4, 3), None, torch_generator(8), std_floor=0.1)
@@ -111,7 +88,7 @@ def test_inpainted_entries_hold_their_values_and_carry_no_density() -> None:
     mask[0, 0] = True
     values = torch.randn(4, 3, generator=torch_generator(0))
     result = FM(STEPS).sample(
-        LinearModel(0.3), (4, 3), None, torch_generator(4), inpaint=(mask, values), std_floor=0.1
+        LinearDenoiser(0.3), (4, 3), None, torch_generator(4), inpaint=(mask, values), std_floor=0.1
     )
     assert torch.equal(result.x0[mask], values[mask])
     assert torch.equal(result.steps[0].z_t[mask], values[mask])

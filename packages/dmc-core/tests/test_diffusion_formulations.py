@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,15 +21,6 @@ from dmc_core.diffusion import (
 from dmc_core.seeding import torch_generator
 
 NAMES = ["ddpm", "ddim", "sm", "fm"]
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: one thread is fastest and keeps the timing stable on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Recorder:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,31 +11,9 @@ from torch import Tensor
 
 from dmc_core.diffusion import SM
 from dmc_core.seeding import torch_generator
+from dmc_core.testing import LinearDenoiser
 
 STEPS = 8
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    # Tiny tensors: one thread is fastest and keeps the timing stable on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class LinearModel:
-    """A differentiable eps model eps = w * z that logs its time inputs and grad mode."""
-
-    def __init__(self, weight: float) -> None:
-        self.w = torch.tensor(weight, requires_grad=True)
-        self.grad_modes: list[bool] = []
-        self.times: list[Tensor] = []
-
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        self.grad_modes.append(torch.is_grad_enabled())
-        self.times.append(t)
-        return self.w * z_t
 
 
 def coefficients(sm: SM, t: float) -> tuple[float, float, float]:
@@ -82,7 +59,7 @@ def test_constructor_rejects_bad_arguments(kwargs: dict[str, Any], name: str) ->
 
 
 def test_sde_steps_are_euler_maruyama_and_the_last_is_tweedie() -> None:
-    sm, model = SM(STEPS, "sde", t_eps=0.01), LinearModel(0.4)
+    sm, model = SM(STEPS, "sde", t_eps=0.01), LinearDenoiser(0.4)
     result = sm.sample(model, (5, 2), None, torch_generator(0))
     grid = torch.linspace(1.0, 0.01, STEPS, dtype=torch.float64).tolist()
     assert [s.t for s in result.steps] == pytest.approx(grid)
@@ -106,7 +83,7 @@ def test_sde_steps_are_euler_maruyama_and_the_last_is_tweedie() -> None:
 
 
 def test_ode_steps_are_the_probability_flow_euler_and_deterministic() -> None:
-    sm, model = SM(STEPS, "ode"), LinearModel(0.4)
+    sm, model = SM(STEPS, "ode"), LinearDenoiser(0.4)
     result = sm.sample(model, (5, 2), None, torch_generator(1))
     for k, step in enumerate(result.steps[:-1]):
         t, t_next = sm.timesteps[k], sm.timesteps[k + 1]
@@ -123,7 +100,7 @@ def test_ode_steps_are_the_probability_flow_euler_and_deterministic() -> None:
 
 
 def test_the_denoiser_sees_1000_t_as_float32() -> None:
-    sm, model = SM(STEPS, "sde"), LinearModel(0.1)
+    sm, model = SM(STEPS, "sde"), LinearDenoiser(0.1)
     sm.sample(model, (3, 1), None, torch_generator(2))
     for t, seen in zip(sm.timesteps, model.times, strict=True):
         assert seen.dtype == torch.float32 and seen.shape == (3,)
@@ -131,7 +108,7 @@ def test_the_denoiser_sees_1000_t_as_float32() -> None:
 
 
 def test_gradients_flow_through_the_last_k_steps_only() -> None:
-    sm, model, k = SM(STEPS, "sde"), LinearModel(0.3), 3
+    sm, model, k = SM(STEPS, "sde"), LinearDenoiser(0.3), 3
     result = sm.sample(model, (6, 2), None, torch_generator(3), grad_last_k=k)
     assert model.grad_modes == [False] * (STEPS - k) + [True] * k
     assert not any(s.z_prev.requires_grad for s in result.steps[:-k])
@@ -160,7 +137,7 @@ def test_gradients_flow_through_the_last_k_steps_only() -> None:
 
 
 def test_the_same_seed_repeats_a_sample_and_another_seed_differs() -> None:
-    sm, model = SM(STEPS, "sde"), LinearModel(0.2)
+    sm, model = SM(STEPS, "sde"), LinearDenoiser(0.2)
     first = sm.sample(model, (4, 3), None, torch_generator(7))
     again = sm.sample(model, (4, 3), None, torch_generator(7))
     other = sm.sample(model, (4, 3), None, torch_generator(8))
@@ -174,7 +151,8 @@ def test_inpainted_entries_hold_their_values_and_carry_no_density() -> None:
     mask[:, 0] = True
     mask[2, 1] = True
     values = torch.randn(4, 3, generator=torch_generator(0))
-    result = sm.sample(LinearModel(0.2), (4, 3), None, torch_generator(4), inpaint=(mask, values))
+    model = LinearDenoiser(0.2)
+    result = sm.sample(model, (4, 3), None, torch_generator(4), inpaint=(mask, values))
     assert torch.equal(result.x0[mask], values[mask])
     assert torch.equal(result.steps[0].z_t[mask], values[mask])
     for step in result.steps:

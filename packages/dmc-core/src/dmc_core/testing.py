@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from dmc_core.cli import Stage
 from dmc_core.data import TransitionDataset
 
-__all__ = ["check_entry_point", "run_module", "toy_dataset"]
+__all__ = ["LinearDenoiser", "check_entry_point", "run_module", "toy_dataset"]
 
 
 def run_module(
@@ -53,3 +55,20 @@ def toy_dataset(
         next_observations=states[:, 1:].reshape(-1, 1).astype(np.float32),
         attrs=dict(attrs if attrs is not None else default_attrs),
     )
+
+
+class LinearDenoiser:
+    """A differentiable network output = w * z_t that logs its time inputs and grad mode.
+
+    For sampler tests: the chain is linear in w, so gradients and means can be replayed by hand.
+    """
+
+    def __init__(self, weight: float) -> None:
+        self.w = torch.tensor(weight, requires_grad=True)
+        self.grad_modes: list[bool] = []
+        self.times: list[Tensor] = []
+
+    def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+        self.grad_modes.append(torch.is_grad_enabled())
+        self.times.append(t)
+        return self.w * z_t
