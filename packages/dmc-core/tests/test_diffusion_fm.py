@@ -11,7 +11,7 @@ from torch import Tensor
 
 from dmc_core.diffusion import FM
 from dmc_core.seeding import torch_generator
-from dmc_core.testing import LinearDenoiser
+from dmc_core.testing import LinearDenoiser, RecordingDenoiser
 
 STEPS = 5
 
@@ -112,17 +112,6 @@ def test_clip_x0_bounds_the_x0_prediction() -> None:
     assert torch.allclose(step.mean, 0.6 / 0.8 * step.z_t + (1 - 0.6 / 0.8) * x0)
 
 
-class Recorder:
-    """A zero velocity model that keeps its inputs."""
-
-    def __init__(self) -> None:
-        self.inputs: list[tuple[Tensor, Tensor]] = []
-
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        self.inputs.append((z_t, t))
-        return torch.zeros_like(z_t)
-
-
 def test_loss_is_the_masked_weighted_velocity_mse_at_the_given_t_and_noise() -> None:
     fm = FM(STEPS)
     x0, noise = torch.randn(32, 3), torch.randn(32, 3)
@@ -131,7 +120,7 @@ def test_loss_is_the_masked_weighted_velocity_mse_at_the_given_t_and_noise() -> 
     mask = torch.zeros(32, 3, dtype=torch.bool)
     mask[:, 1] = True
     weights = torch.tensor([2.0, 1.0, 0.5])
-    recorder = Recorder()
+    recorder = RecordingDenoiser()
     loss = fm.loss(recorder, x0, None, mask=mask, weights=weights, t=t, noise=noise)
     z_t, seen = recorder.inputs[0]
     assert torch.allclose(seen, 1000 * t) and seen.dtype == torch.float32

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from dmc_core.diffusion import SM
 from dmc_core.seeding import torch_generator
-from dmc_core.testing import LinearDenoiser
+from dmc_core.testing import LinearDenoiser, RecordingDenoiser
 
 STEPS = 8
 
@@ -173,17 +173,6 @@ def test_clip_x0_bounds_the_tweedie_landing() -> None:
     assert float(clipped.x0.abs().max()) <= 1.0 + 1e-6
 
 
-class Recorder:
-    """A zero eps model that keeps its inputs."""
-
-    def __init__(self) -> None:
-        self.inputs: list[tuple[Tensor, Tensor]] = []
-
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
-        self.inputs.append((z_t, t))
-        return torch.zeros_like(z_t)
-
-
 def test_loss_is_the_masked_weighted_eps_mse_at_the_given_t_and_noise() -> None:
     sm = SM(STEPS)
     x0, noise = torch.randn(32, 3), torch.randn(32, 3)
@@ -192,7 +181,7 @@ def test_loss_is_the_masked_weighted_eps_mse_at_the_given_t_and_noise() -> None:
     mask = torch.zeros(32, 3, dtype=torch.bool)
     mask[:, 0] = True
     weights = torch.tensor([1.0, 2.0, 0.5])
-    recorder = Recorder()
+    recorder = RecordingDenoiser()
     loss = sm.loss(recorder, x0, None, mask=mask, weights=weights, t=t, noise=noise)
     z_t, seen = recorder.inputs[0]
     assert torch.allclose(seen, 1000 * t) and seen.dtype == torch.float32

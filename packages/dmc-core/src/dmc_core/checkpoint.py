@@ -22,7 +22,14 @@ from safetensors.torch import load_file, save_file
 from dmc_core.atomic import atomic_path, atomic_write_text
 from dmc_core.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint", "sidecar_path"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "file_sha256",
+    "load_checkpoint",
+    "save_checkpoint",
+    "sidecar_path",
+]
 
 CHECKPOINT_FORMAT = "dmc-checkpoint/1"
 
@@ -61,7 +68,7 @@ def save_checkpoint(
     sidecar = {
         "format": CHECKPOINT_FORMAT,
         "weights": weights.name,
-        "sha256": _sha256(weights),
+        "sha256": file_sha256(weights),
         "config": dict(config),
         "metadata": dict(metadata or {}),
     }
@@ -73,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> Checkp
     """Load a checkpoint written by `save_checkpoint`; raise `CheckpointError` if it is unusable."""
     weights = Path(path)
     sidecar = _read_sidecar(weights)
-    if sidecar.get("sha256") != _sha256(weights):
+    if sidecar.get("sha256") != file_sha256(weights):
         raise CheckpointError(
             f"{weights}: weights do not match the sha256 in {sidecar_path(weights).name}"
         )
@@ -99,7 +106,8 @@ def _read_sidecar(weights: Path) -> dict[str, Any]:
     return data
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -13,7 +13,6 @@ long as its settings and dataset are unchanged.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from dmc_core.checkpoint import file_sha256
 from dmc_core.config import BaseConfig, knob, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
@@ -78,14 +78,9 @@ def pretrain(config: PretrainConfig, args: argparse.Namespace) -> None:
     spec = config.models[args.name]
     dataset = read_dataset(args.dataset)
     with data_parallel_world(config.device) as world:
-        digest = _file_digest(Path(args.dataset))
+        digest = file_sha256(args.dataset)
         run = TrainingRun(spec, dataset, Path(args.out), world, config.base.seed, args.name, digest)
         run.train()
-
-
-def _file_digest(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def learning_rate(train: TrainSpec, step: int) -> float:

@@ -15,7 +15,7 @@ from torch import Tensor
 from dmc_core.cli import Stage
 from dmc_core.data import TransitionDataset
 
-__all__ = ["LinearDenoiser", "check_entry_point", "run_module", "toy_dataset"]
+__all__ = ["LinearDenoiser", "RecordingDenoiser", "check_entry_point", "run_module", "toy_dataset"]
 
 
 def run_module(
@@ -72,3 +72,14 @@ class LinearDenoiser:
         self.grad_modes.append(torch.is_grad_enabled())
         self.times.append(t)
         return self.w * z_t
+
+
+class RecordingDenoiser:
+    """A network whose output is always zero, keeping every (z_t, t) it was called with."""
+
+    def __init__(self) -> None:
+        self.inputs: list[tuple[Tensor, Tensor]] = []
+
+    def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
+        self.inputs.append((z_t, t))
+        return torch.zeros_like(z_t)

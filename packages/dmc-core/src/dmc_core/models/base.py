@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from dmc_core.diffusion import SampleResult, build_formulation
 from dmc_core.diffusion.formulation import Formulation
+from dmc_core.models.inpainting import prefix_mask
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_core.models.spec import ModelSpec
 from dmc_core.models.windows import Window
@@ -152,6 +153,19 @@ class ControlModel(nn.Module):
             "act_dim": self.act_dim,
             "spec": to_plain(self.spec),
         }
+
+    def inpaint_current_state(self, history: Tensor) -> tuple[Tensor, Tensor]:
+        """In-painting that fixes `s_0` (the first `obs_dim` channels of step 0) to the newest
+        observation of each history, normalised: planners' conditioning.
+
+        Shapes:
+            history: (B, To, obs_dim); returns mask (bool) and values, (B, H, transition_dim).
+        """
+        batch = history.shape[0]
+        values = history.new_zeros(batch, self.horizon, self.transition_dim)
+        values[:, 0, : self.obs_dim] = self.obs_normalizer.normalize(history[:, -1])
+        one = torch.ones(batch, dtype=torch.long, device=history.device)
+        return prefix_mask(one, self.horizon, self.obs_dim, self.transition_dim), values
 
     def _check_history(self, history: Tensor) -> None:
         want = (self.history_len, self.obs_dim)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from dmc_core.models.base import Conditioning, ControlModel
-from dmc_core.models.inpainting import prefix_mask, training_mask
+from dmc_core.models.inpainting import training_mask
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_core.models.spec import ModelSpec
 from dmc_core.models.windows import Window
@@ -70,11 +70,7 @@ class DecisionDiffuser(ControlModel):
 
     def condition(self, history: Tensor) -> Conditioning:
         """In-paint the newest observation as `s_0`."""
-        batch = history.shape[0]
-        values = history.new_zeros(batch, self.horizon, self.obs_dim)
-        values[:, 0] = self.obs_normalizer.normalize(history[:, -1])
-        one = torch.ones(batch, dtype=torch.long, device=history.device)
-        return None, (prefix_mask(one, self.horizon, self.obs_dim, self.obs_dim), values)
+        return None, self.inpaint_current_state(history)
 
     def decode_actions(self, z0: Tensor) -> Tensor:
         """`a_j = f(s_j, s_{j+1})` for the first `action_exec` steps, raw units."""

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from dmc_core.models.base import Conditioning, ControlModel
-from dmc_core.models.inpainting import prefix_mask, training_mask
+from dmc_core.models.inpainting import training_mask
 from dmc_core.models.windows import Window
 
 __all__ = ["Diffuser"]
@@ -52,13 +52,7 @@ class Diffuser(ControlModel):
 
     def condition(self, history: Tensor) -> Conditioning:
         """In-paint the newest observation as `s_0`."""
-        batch = history.shape[0]
-        start = self.obs_normalizer.normalize(history[:, -1])
-        values = history.new_zeros(batch, self.horizon, self.transition_dim)
-        values[:, 0, : self.obs_dim] = start
-        one = torch.ones(batch, dtype=torch.long, device=history.device)
-        mask = prefix_mask(one, self.horizon, self.obs_dim, self.transition_dim)
-        return None, (mask, values)
+        return None, self.inpaint_current_state(history)
 
     def decode_actions(self, z0: Tensor) -> Tensor:
         """The first `action_exec` planned actions, in raw units."""
