@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from dmc_core.training.distributed import World, choose_device, data_parallel_world
 from dmc_core.training.ema import EMA
+from dmc_core.training.loop import LoopSchedule, ResumableRun
 from dmc_core.training.resume import Snapshot, fingerprint
 
-__all__ = ["EMA", "Snapshot", "World", "choose_device", "data_parallel_world", "fingerprint"]
+__all__ = [
+    "EMA",
+    "LoopSchedule",
+    "ResumableRun",
+    "Snapshot",
+    "World",
+    "choose_device",
+    "data_parallel_world",
+    "fingerprint",
+]

@@ -51,22 +51,24 @@ class Snapshot:
         """The snapshot's weights file."""
         return self.directory / _FILE
 
-    def save(self, step: int, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> None:
+    def save(
+        self, step: int, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer
+    ) -> None:
         """Write the state reached after `step` optimiser steps (one atomic file)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-        tensors |= {f"ema/{k}": v for k, v in ema.shadow.items()}
+        tensors |= {f"ema/{k}": v for k, v in ema.shadow.items()} if ema is not None else {}
         tensors |= _flatten_optimizer(optimizer)
         header = {
             "step": str(step),
-            "ema_updates": str(ema.updates),
+            "ema_updates": str(ema.updates if ema is not None else 0),
             "fingerprint": self.fingerprint,
         }
         plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
         with atomic_path(self.path) as tmp:
             save_file(plain, str(tmp), metadata=header)
 
-    def restore(self, model: nn.Module, ema: EMA, optimizer: torch.optim.Optimizer) -> int:
+    def restore(self, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer) -> int:
         """Load a matching snapshot into the objects and return its step (0: none to resume)."""
         if not self.path.exists():
             return 0
@@ -81,9 +83,10 @@ class Snapshot:
             log.info("a training snapshot from other settings is in %s; starting afresh", self.path)
             return 0
         model.load_state_dict(_prefixed(tensors, "model/"))
-        device = next(iter(ema.shadow.values())).device
-        ema.shadow = {k: v.to(device) for k, v in _prefixed(tensors, "ema/").items()}
-        ema.updates = int(header["ema_updates"])
+        if ema is not None:
+            device = next(iter(ema.shadow.values())).device
+            ema.shadow = {k: v.to(device) for k, v in _prefixed(tensors, "ema/").items()}
+            ema.updates = int(header["ema_updates"])
         _load_optimizer(optimizer, _prefixed(tensors, "optim/"))
         return int(header["step"])
 
