@@ -1,0 +1,153 @@
+"""Stage `fit_critic`: train one IQL critic on a dataset (resumable, logged, atomic).
+
+    python -m dmc_critic fit_critic --name full --dataset data/datasets/nav1d/full.hdf5 \
+        --out data/critics/full
+
+Writes `<out>/critic.safetensors` with its `critic.yaml` sidecar (the checkpoint alone rebuilds
+the critic) and dvclive metrics under `<out>/live/`. Every `checkpoint_every` steps it leaves a
+resumable snapshot in `<out>/.resume/`; a killed run started again continues from there, as long
+as its settings and dataset are unchanged. The summary records how well Q ranks the dataset's
+own returns-to-go (Spearman), a first sanity check of the fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dmc_core.checkpoint import file_sha256
+from dmc_core.config import BaseConfig, knob, to_plain
+from dmc_core.data import TransitionDataset, read_dataset
+from dmc_core.errors import ConfigError
+from dmc_core.training import ResumableRun, Snapshot, World, choose_device, fingerprint
+from dmc_critic.batches import TransitionSampler
+from dmc_critic.checkpoints import save_critic
+from dmc_critic.fit import critic_optimizer, train_step
+from dmc_critic.iql import IQLCritic, build_critic
+from dmc_critic.rewards import returns_to_go
+from dmc_critic.spec import CriticSpec
+
+__all__ = ["CriticRun", "FitCriticConfig", "fit_critic", "rank_correlation"]
+
+log = logging.getLogger(__name__)
+
+
+def _nav1d_critics() -> dict[str, CriticSpec]:
+    return {"full": CriticSpec(dataset="full")}
+
+
+@dataclass(frozen=True)
+class FitCriticConfig:
+    """Stage `fit_critic`: the critics, one DVC stage instance per entry."""
+
+    base: BaseConfig = knob(factory=BaseConfig)
+    critics: dict[str, CriticSpec] = knob(factory=_nav1d_critics)
+    device: str = knob("auto", choices=("auto", "cpu", "cuda"), doc="auto: a GPU if present")
+
+
+def fit_critic(config: FitCriticConfig, args: argparse.Namespace) -> None:
+    """Train `config.critics[args.name]` on `args.dataset`; write it to `args.out`."""
+    if args.name not in config.critics:
+        raise ConfigError(
+            f"{args.params}: fit_critic.critics has no entry '{args.name}' "
+            f"(entries: {sorted(config.critics)})"
+        )
+    dataset = read_dataset(args.dataset)
+    world = World(0, 1, choose_device(config.device))
+    digest = file_sha256(args.dataset)
+    spec = config.critics[args.name]
+    CriticRun(spec, dataset, Path(args.out), world, config.base.seed, args.name, digest).train()
+
+
+class CriticRun(ResumableRun):
+    """One `fit_critic` run: critic, optimiser, snapshot; `train()` runs it."""
+
+    stage = "fit_critic"
+
+    def __init__(
+        self,
+        spec: CriticSpec,
+        dataset: TransitionDataset,
+        out: Path,
+        world: World,
+        seed: int,
+        name: str,
+        dataset_digest: str | None = None,
+    ) -> None:
+        """Build the critic (normalisers fitted to the dataset), its optimiser and sampler."""
+        self.spec, self.schedule = spec, spec.train
+        self.out, self.world, self.seed, self.name = out, world, seed, name
+        self.dataset = dataset
+        torch.manual_seed(seed)
+        self.critic: IQLCritic = build_critic(spec, dataset).to(world.device)
+        self.optimizer = critic_optimizer(self.critic, spec.train)
+        self.sampler = TransitionSampler(dataset, spec, world.device)
+        digest = dataset_digest or fingerprint(len(dataset), dataset.attrs)
+        self.snapshot = Snapshot(out / ".resume", fingerprint(to_plain(spec), seed, digest))
+
+    @property
+    def parameters(self) -> int:
+        """Trainable parameters (online Qs and V)."""
+        return sum(p.numel() for p in self.critic.trainable_parameters())
+
+    def step(self, step: int, generators: tuple[torch.Generator, ...]) -> dict[str, float]:
+        """One IQL step (V expectile + twin TD) and the Polyak update of the target Qs."""
+        batch = self.sampler.sample(self.spec.train.batch_size, generators[0])
+        self.critic.train()
+        return train_step(self.critic, self.optimizer, batch)
+
+    def save_state(self, step: int) -> None:
+        """The critic (targets included) and the optimiser state."""
+        self.snapshot.save(step, self.critic, None, self.optimizer)
+
+    def restore_state(self) -> int:
+        """Continue from a snapshot of the same settings and dataset, if there is one."""
+        return self.snapshot.restore(self.critic, None, self.optimizer)
+
+    def finish(self, summary: dict[str, float]) -> Path:
+        """Save the critic with the run's summary and the in-sample ranking check."""
+        self.critic.eval()
+        ranking = self.ranking()
+        path = self.out / "critic.safetensors"
+        metadata = {
+            "name": self.name,
+            "steps": self.spec.train.steps,
+            "parameters": self.parameters,
+            "reward_factor": self.sampler.reward_factor,
+            "spearman_returns_to_go": ranking,
+            **summary,
+        }
+        save_critic(path, self.critic, metadata)
+        self.snapshot.clear()
+        log.info(
+            "%s: wrote %s (%d parameters; Spearman of Q with returns-to-go %.3f)",
+            self.name,
+            path,
+            self.parameters,
+            ranking,
+        )
+        return path
+
+    @torch.no_grad()
+    def ranking(self, rows: int = 20000) -> float:
+        """Spearman correlation of Q(s, a) with the dataset's returns-to-go (at most `rows`)."""
+        count = min(rows, len(self.dataset))
+        pick = np.random.default_rng(self.seed).choice(len(self.dataset), count, replace=False)
+        obs = torch.as_tensor(self.dataset.observations[pick], device=self.world.device)
+        act = torch.as_tensor(self.dataset.actions[pick], device=self.world.device)
+        q = self.critic.q(obs, act).cpu().double()
+        target = torch.as_tensor(returns_to_go(self.dataset, self.spec.discount)[pick])
+        return rank_correlation(q, target.double())
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two 1-D tensors (ties broken by order)."""
+    ranks = [torch.argsort(torch.argsort(x)).double() for x in (a, b)]
+    centred = [r - r.mean() for r in ranks]
+    denominator = (centred[0].norm() * centred[1].norm()).clamp_min(1e-12)
+    return float((centred[0] * centred[1]).sum() / denominator)
