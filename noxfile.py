@@ -73,7 +73,7 @@ def tests(session: nox.Session, package: str) -> None:
 @nox.session(tags=["integration"])
 def integration(session: nox.Session) -> None:
     """Cross-package contracts and the end-to-end `dvc repro`, with everything installed."""
-    install(session, PACKAGES, "dvc", "dvclive", editable=True)
+    install(session, PACKAGES, "dvc", "dvclive", "vl-convert-python", editable=True)
     session.run("pytest", "tests", *session.posargs)
 
 

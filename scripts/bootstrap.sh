@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or refresh) a virtual environment with the four dmc packages, DVC and dvclive.
+# Create (or refresh) a virtual environment with the four dmc packages, DVC and dvclive, and write
+# .dvc/offline-plots.html, the page template that makes `dvc plots show` work offline.
 #
 #   bash scripts/bootstrap.sh [VENV_DIR]      (default: .venv)
 #
@@ -13,10 +14,13 @@ venv="${1:-.venv}"
 python="${PYTHON:-python3}"
 packages=(packages/dmc-core packages/dmc-critic packages/dmc-envs packages/dmc-align)
 stamp="$venv/.dmc-bootstrap"
-want=$(cat constraints.txt packages/*/pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+template=.dvc/offline-plots.html  # git-ignored; .dvc/config sets plots.html_template to it
+want=$(cat constraints.txt packages/*/pyproject.toml scripts/bootstrap.sh scripts/offline-plots-template.py \
+  | sha256sum | cut -d' ' -f1)
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   echo "bootstrap: $venv is up to date"
+  [[ -f "$template" ]] || "$venv/bin/python" scripts/offline-plots-template.py "$template"
   exit 0
 fi
 if [[ ! -x "$venv/bin/python" ]]; then
@@ -26,13 +30,14 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 echo "bootstrap: installing torch (CPU build) first"
 "${pip[@]}" torch==2.13.0
-echo "bootstrap: installing the dmc packages, dvc and dvclive"
+echo "bootstrap: installing the dmc packages, dvc, dvclive and vl-convert-python"
 editable=()
 for package in "${packages[@]}"; do editable+=(-e "$package"); done
-"${pip[@]}" "${editable[@]}" dvc dvclive
+"${pip[@]}" "${editable[@]}" dvc dvclive vl-convert-python
 "$venv/bin/python" - <<'PY'
 import torch
 assert "+cpu" in torch.__version__ or not torch.version.cuda, torch.__version__
 print(f"bootstrap: torch {torch.__version__}")
 PY
+"$venv/bin/python" scripts/offline-plots-template.py "$template"
 echo "$want" > "$stamp"

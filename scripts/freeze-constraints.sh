@@ -11,7 +11,7 @@ pip=("$tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" -c <(grep -E '^(torch|mujoco|omegaconf)==' constraints.txt) \
   -e packages/dmc-core -e packages/dmc-critic -e packages/dmc-envs -e packages/dmc-align \
-  dvc dvclive nox pytest ruff
+  dvc dvclive nox pytest ruff vl-convert-python
 {
   sed -n '/^#/p' constraints.txt
   "$tmp/venv/bin/python" -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$/torch==\1/'
