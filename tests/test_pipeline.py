@@ -24,6 +24,23 @@ pytestmark = pytest.mark.slow
 DATASETS = ("partial", "full", "expert")
 MODELS = ("diffuser", "policy")
 PRETRAIN = {f"pretrain@{name}" for name in MODELS}
+EVALUATE = {f"evaluate@{name}" for name in MODELS} | {"summarize"}
+DOWNSTREAM = PRETRAIN | {"fit_critic@full"} | EVALUATE
+CONTRACT_KEYS = {
+    "task",
+    "dataset",
+    "model",
+    "formulation",
+    "stage",
+    "selection",
+    "n_candidates",
+    "episodes",
+    "return_mean",
+    "return_std",
+    "normalized_score",
+    "coherency",
+    "candidate_entropy",
+}
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv*", ".nox", "data", "cache", "tmp", "__pycache__", "*.egg-info", ".*_cache"
 )
@@ -66,7 +83,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_makes_the_three_datasets_their_stats_and_pictures(workdir: Path) -> None:
     first = dvc(workdir, "repro")
-    assert ran_stages(first.stdout) == {f"make_dataset@{name}" for name in DATASETS} | PRETRAIN
+    assert ran_stages(first.stdout) == {f"make_dataset@{name}" for name in DATASETS} | DOWNSTREAM
     for name in DATASETS:
         data = read_dataset(workdir / "data" / "datasets" / "nav1d" / f"{name}.hdf5")
         assert data.attrs["dataset_kind"] == name
@@ -106,6 +123,40 @@ def test_repro_trains_the_foundation_models_with_learning_curves(workdir: Path) 
     assert "data/models/diffuser/live/metrics.json" in shown
 
 
+def test_repro_fits_the_critic_with_a_learning_curve(workdir: Path) -> None:
+    critic = workdir / "data" / "critics" / "full"
+    sidecar = yaml.safe_load((critic / "critic.yaml").read_text())
+    assert sidecar["spec"]["dataset"] == "full" and sidecar["metadata"]["steps"] == 40
+    assert (critic / "live" / "plots" / "metrics" / "train" / "q_loss.tsv").is_file()
+
+
+def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) -> None:
+    rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
+    assert isinstance(rows, list)
+    seen = {(r["model"], r["selection"], r["n_candidates"]) for r in rows}
+    assert seen == {("diffuser", "none", 1), ("diffuser", "q_argmax", 4)} | {
+        ("policy", "none", 1),
+        ("policy", "q_argmax", 2),
+    }
+    for row in rows:
+        assert set(row) >= CONTRACT_KEYS
+        assert row["task"] == "nav1d" and row["dataset"] == "full"
+        assert row["stage"] == "foundation" and row["formulation"] == "ddpm"
+        assert row["episodes"] == 4 and row["protocol"]["episodes"] == 4
+        assert row["coherency"] >= 0.0 and 0.0 <= row["candidate_entropy"] <= 2.0
+    plots = workdir / "data" / "plots"
+    for name in MODELS:
+        for picture in ("none.png", "q_argmax.png", "candidates.png"):
+            assert (plots / "evaluate" / name / picture).read_bytes()[:4] == b"\x89PNG"
+        curve = json.loads(
+            (workdir / "data" / "metrics" / "evaluate" / name / "candidates.json").read_text()
+        )
+        assert {(p["rule"], p["n_candidates"]) for p in curve} == {("q_argmax", 1), ("q_argmax", 2)}
+    assert (plots / "summary" / "learning_curves.png").is_file()
+    shown = json.loads(dvc(workdir, "metrics", "show", "--json").stdout)
+    assert "diffuser" in json.dumps(shown) and "headline.json" in json.dumps(shown)
+
+
 def test_second_repro_does_nothing(workdir: Path) -> None:
     again = dvc(workdir, "repro")
     assert ran_stages(again.stdout) == set()
@@ -124,7 +175,10 @@ def test_switching_the_formulation_retrains_only_that_model(
     workdir: Path, model: str, formulation: str
 ) -> None:
     set_param(workdir, f"pretrain.models.{model}.formulation.name", formulation)
-    assert ran_stages(dvc(workdir, "repro").stdout) == {f"pretrain@{model}"}
+    ran = ran_stages(dvc(workdir, "repro").stdout)
+    assert ran == {f"pretrain@{model}", f"evaluate@{model}", "summarize"}
+    rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
+    assert {r["formulation"] for r in rows if r["model"] == model} == {formulation}
     loaded = load_model(workdir / "data" / "models" / model / "model.safetensors")
     assert loaded.spec.formulation.name == formulation
     assert torch.isfinite(sample_actions(workdir, model)).all()
@@ -132,7 +186,7 @@ def test_switching_the_formulation_retrains_only_that_model(
 
 def test_editing_a_nav1d_parameter_reruns_every_dataset(workdir: Path) -> None:
     set_param(workdir, "make_dataset.nav1d.step_size", 0.25)
-    expected = {f"make_dataset@{n}" for n in DATASETS} | PRETRAIN
+    expected = {f"make_dataset@{n}" for n in DATASETS} | DOWNSTREAM
     assert ran_stages(dvc(workdir, "repro").stdout) == expected
     data = read_dataset(workdir / "data" / "datasets" / "nav1d" / "full.hdf5")
     assert data.attrs["env_kwargs"]["step_size"] == 0.25

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dmc_core.cli import Arg, Stage
 from dmc_envs.config import MakeDatasetConfig
+from dmc_envs.evaluation.config import EvaluateConfig, SummarizeConfig
+from dmc_envs.evaluation.evaluate import evaluate
+from dmc_envs.evaluation.summarize import summarize
 from dmc_envs.make_dataset import make_dataset
 
 __all__ = ["STAGES"]
@@ -19,5 +22,32 @@ STAGES: tuple[Stage, ...] = (
             Arg("--plot", "PNG of the reward field with a sample of the trajectories"),
         ),
         run=make_dataset,
+    ),
+    Stage(
+        name="evaluate",
+        summary="Roll one model out by the paper's protocol: scores, coherency, entropy, plots.",
+        schema=EvaluateConfig,
+        args=(
+            Arg("--name", "run entry of evaluate.runs (diffuser, policy, ...)"),
+            Arg("--model", "model checkpoint (.safetensors) to evaluate"),
+            Arg("--dataset", "the dataset it learned from (task, behaviour policy)"),
+            Arg("--critic", "critic checkpoint (.safetensors) that ranks candidates"),
+            Arg("--out", "results directory: results.json and candidates.json"),
+            Arg("--plots", "picture directory: episodes per rule, score against candidates"),
+        ),
+        run=evaluate,
+    ),
+    Stage(
+        name="summarize",
+        summary="Gather every evaluation into summary.json, headline metrics and one picture.",
+        schema=SummarizeConfig,
+        args=(
+            Arg("--results", "directory of the evaluate stages' results (<run>/results.json)"),
+            Arg("--training", "comma-separated directories of trained runs (<run>/live/ logs)"),
+            Arg("--out", "the results contract: summary.json (a list of rows)"),
+            Arg("--headline", "the same numbers as nested metrics for dvc metrics/exp show"),
+            Arg("--plots", "picture directory: score against candidates, learning curves"),
+        ),
+        run=summarize,
     ),
 )

@@ -1,0 +1,95 @@
+"""Schemas of the evaluation stages (`evaluate`, `summarize`): the protocol as data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dmc_core.config import BaseConfig, knob
+from dmc_critic import SELECTION_RULES
+
+__all__ = ["EvalProtocol", "EvaluateConfig", "Protocol", "RunSpec", "SummarizeConfig"]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Episodes and candidates per decision for one kind of model (paper §4)."""
+
+    episodes: int = knob(64, ge=1, doc="episode seeds (start states) rolled out")
+    candidates: int = knob(16, ge=1, doc="candidates per decision for the selection rules")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One `evaluate@<name>` instance: which model, trained on which dataset, at which stage."""
+
+    model: str = knob("diffuser", doc="model directory name under data/models (dvc.yaml)")
+    dataset: str = knob("full", doc="make_dataset entry the model learned from (its task)")
+    critic: str = knob("full", doc="fit_critic entry that ranks the candidates")
+    stage: str = knob("foundation", doc="what the model is: foundation, an alignment pass, ...")
+
+
+def _foundation_runs() -> dict[str, RunSpec]:
+    return {
+        "diffuser": RunSpec(model="diffuser"),
+        "policy": RunSpec(model="policy"),
+    }
+
+
+def _sweep_candidates() -> list[int]:
+    return [1, 2, 4, 8, 16, 32]
+
+
+def _sweep_rules() -> list[str]:
+    return ["q_argmax", "q_softmax", "expectation"]
+
+
+def _rules() -> list[str]:
+    return ["none", "q_argmax"]
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How every model is evaluated (written into each results row)."""
+
+    seed: int = knob(1000, ge=0, doc="seed of the episodes' start states and of the sampling")
+    planner: Protocol = knob(factory=lambda: Protocol(episodes=64, candidates=16))
+    policy: Protocol = knob(factory=lambda: Protocol(episodes=16, candidates=8))
+    rules: list[str] = knob(factory=_rules, doc="rules of summary rows (none: one sample)")
+    sweep_rules: list[str] = knob(factory=_sweep_rules, doc="rules of the candidates sweep")
+    sweep_candidates: list[int] = knob(factory=_sweep_candidates, doc="candidates swept")
+    softmax_temperature: float = knob(0.1, gt=0.0, doc="q_softmax: temperature, Q units")
+    coherency_width: float = knob(0.05, gt=0.0, doc="planners: dynamics kernel width")
+    entropy_candidates: int = knob(16, ge=2, doc="candidates drawn per start state for entropy")
+    entropy_bins: int = knob(20, ge=2, doc="histogram bins over the action range, per dim")
+    plot_trajectories: int = knob(32, ge=0, doc="episodes drawn on the reward field")
+
+    def invalid_fields(self) -> Iterator[tuple[str, str]]:
+        """Rules must be known; swept candidate counts positive."""
+        for field in ("rules", "sweep_rules"):
+            for rule in getattr(self, field):
+                if rule not in SELECTION_RULES:
+                    yield field, f"unknown selection rule '{rule}' (rules: {SELECTION_RULES})"
+        if any(n < 1 for n in self.sweep_candidates):
+            yield "sweep_candidates", f"{self.sweep_candidates}: every count must be >= 1"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Stage `evaluate`: roll each model out in its task and measure it (spec §5-6)."""
+
+    base: BaseConfig = knob(factory=BaseConfig)
+    device: str = knob("auto", choices=("auto", "cpu", "cuda"), doc="auto: a GPU if present")
+    protocol: EvalProtocol = knob(factory=EvalProtocol)
+    runs: dict[str, RunSpec] = knob(factory=_foundation_runs)
+
+
+@dataclass(frozen=True)
+class SummarizeConfig:
+    """Stage `summarize`: gather every evaluation into `summary.json` and the comparison plots."""
+
+    base: BaseConfig = knob(factory=BaseConfig)
+    headline: list[str] = knob(
+        factory=lambda: ["normalized_score", "return_std", "coherency"],
+        doc="row metrics shown by `dvc metrics show` / `dvc exp show`",
+    )

@@ -1,0 +1,266 @@
+"""Stage `evaluate`: roll one model out by the paper's protocol and measure it (spec §5-6).
+
+    python -m dmc_envs evaluate --name diffuser --model data/models/diffuser/model.safetensors \
+        --dataset data/datasets/nav1d/full.hdf5 --critic data/critics/full/critic.safetensors \
+        --out data/metrics/evaluate/diffuser --plots data/plots/evaluate/diffuser
+
+For every selection rule of `evaluate.rules` (at the protocol's candidates; `none` takes one
+sample) and every point of the candidates sweep, it rolls the model out from the same episode
+seeds and writes:
+    <out>/results.json      {"rows": [...], "sweep": [...]}: one row per configuration with the
+                            results contract's keys and the protocol that produced it
+    <out>/candidates.json   the sweep as plot data (n_candidates, normalized_score, rule)
+    <plots>/<rule>.png      the episodes over the reward field, one picture per rule
+    <plots>/candidates.png  normalised score against the number of candidates, per rule
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dmc_core.atomic import atomic_write_text
+from dmc_core.data import TransitionDataset, read_dataset
+from dmc_core.errors import ConfigError
+from dmc_core.models import ControlModel, load_model
+from dmc_core.seeding import torch_generator
+from dmc_core.training import choose_device
+from dmc_critic import load_critic
+from dmc_envs.evaluation.config import EvalProtocol, EvaluateConfig, Protocol, RunSpec
+from dmc_envs.evaluation.entropy import histogram_entropy
+from dmc_envs.evaluation.episodes import EpisodeResult, Scorer, Selection, roll_out, start_states
+from dmc_envs.evaluation.plots import plot_candidates
+from dmc_envs.evaluation.proposers import ModelProposer, Proposer
+from dmc_envs.nav1d import Nav1DSolution, Nav1DTask, plot_reward_field, policy_from_dict, solve
+from dmc_envs.nav1d.behaviour import BehaviourPolicy
+
+__all__ = ["Nav1DBench", "evaluate", "evaluate_proposer"]
+
+log = logging.getLogger(__name__)
+TASK = "nav1d"
+
+
+@dataclass(frozen=True)
+class Nav1DBench:
+    """What evaluating on a Nav1D dataset's task needs: the task, its optimum (for normalised
+    scores) and the dataset's behaviour policy (for the policies' coherency)."""
+
+    task: Nav1DTask
+    solution: Nav1DSolution
+    behaviour: BehaviourPolicy
+
+    @classmethod
+    def from_dataset(cls, dataset: TransitionDataset, source: str) -> Nav1DBench:
+        """Rebuild the task and behaviour policy a dataset records in its attributes."""
+        attrs = dataset.attrs
+        for key in ("env_kwargs", "behavior_policy_spec"):
+            if key not in attrs:
+                raise ConfigError(f"{source}: not a Nav1D dataset (no '{key}' attribute)")
+        task = Nav1DTask.from_params(**attrs["env_kwargs"])
+        return cls(task, solve(task), policy_from_dict(attrs["behavior_policy_spec"], task))
+
+
+def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
+    """Evaluate `config.runs[args.name]`; write results and pictures (see the module doc)."""
+    run = _run_spec(config, args.name, args.params)
+    device = choose_device(config.device)
+    model = load_model(args.model, device=str(device))
+    if model.spec.dataset != run.dataset:
+        raise ConfigError(
+            f"{args.params}: evaluate.runs.{args.name}.dataset is '{run.dataset}' but the model "
+            f"{args.model} learned from '{model.spec.dataset}'"
+        )
+    bench = Nav1DBench.from_dataset(read_dataset(args.dataset), args.dataset)
+    critic = load_critic(args.critic)
+    if critic.spec.dataset != run.dataset:
+        raise ConfigError(
+            f"{args.params}: evaluate.runs.{args.name}: the critic {args.critic} learned from "
+            f"'{critic.spec.dataset}', the model from '{run.dataset}'"
+        )
+    proposer = ModelProposer(model)
+    settings = config.protocol
+    protocol = settings.planner if proposer.role == "planner" else settings.policy
+    entropy = candidate_entropy(proposer, bench.task, protocol.episodes, settings)
+    identity = _identity(args.name, run, model, protocol, settings)
+    summary_pairs, sweep_pairs = _configurations(settings, protocol)
+    results = {
+        (rule, n): evaluate_proposer(
+            bench, proposer, critic.q, rule, n, protocol.episodes, settings
+        )
+        for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
+    }
+    rows = {
+        pair: _row(identity, pair, result, bench.solution, entropy, seconds)
+        for pair, (result, seconds) in results.items()
+    }
+    out, plots = Path(args.out), Path(args.plots)
+    summary = [rows[pair] for pair in summary_pairs]
+    sweep = [rows[pair] for pair in sweep_pairs]
+    _write_results(out, summary, sweep)
+    plots.mkdir(parents=True, exist_ok=True)
+    for row in summary:
+        _plot_episodes(bench.task, row, results[_pair(row)][0], plots, settings.plot_trajectories)
+        _log_row(args.name, row)
+    baseline = next((r for r in summary if r["selection"] == "none"), None)
+    plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
+
+
+def evaluate_proposer(
+    bench: Nav1DBench,
+    proposer: Proposer,
+    scorer: Scorer | None,
+    rule: str,
+    candidates: int,
+    episodes: int,
+    config: EvalProtocol,
+) -> tuple[EpisodeResult, float]:
+    """Roll out one (rule, candidates) configuration; return the result and its wall time."""
+    began = time.perf_counter()
+    result = roll_out(
+        bench.task,
+        proposer,
+        Selection(rule, candidates, config.softmax_temperature),
+        scorer,
+        bench.behaviour,
+        episodes=episodes,
+        seed=config.seed,
+        coherency_width=config.coherency_width,
+    )
+    seconds = time.perf_counter() - began
+    score = bench.solution.normalized_score(result.returns.mean())
+    log.info("%s @ %d: normalised score %.1f (%.1f s)", rule, candidates, score, seconds)
+    return result, seconds
+
+
+def candidate_entropy(
+    proposer: Proposer, task: Nav1DTask, episodes: int, config: EvalProtocol
+) -> float:
+    """Entropy of `entropy_candidates` candidates at each evaluation start state (the first
+    decision of every episode): a property of the model, the same for every rule."""
+    starts = start_states(episodes, config.seed)
+    history = torch.from_numpy(task.observe(starts, 0))[:, None].repeat(1, proposer.history_len, 1)
+    generator = torch_generator(config.seed + 2, getattr(proposer, "device", "cpu"))
+    actions = proposer.propose(history, config.entropy_candidates, generator).actions[:, :, 0]
+    low, high = -torch.ones(actions.shape[-1]), torch.ones(actions.shape[-1])
+    return histogram_entropy(actions, low, high, config.entropy_bins)
+
+
+def _run_spec(config: EvaluateConfig, name: str, params: str) -> RunSpec:
+    if name not in config.runs:
+        raise ConfigError(
+            f"{params}: evaluate.runs has no entry '{name}' (entries: {sorted(config.runs)})"
+        )
+    return config.runs[name]
+
+
+def _configurations(
+    config: EvalProtocol, protocol: Protocol
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The (rule, candidates) pairs of the summary rows and of the sweep."""
+    summary = [(rule, 1 if rule == "none" else protocol.candidates) for rule in config.rules]
+    sweep = [(rule, n) for rule in config.sweep_rules for n in config.sweep_candidates]
+    return list(dict.fromkeys(summary)), list(dict.fromkeys(sweep))
+
+
+def _pair(row: dict[str, Any]) -> tuple[str, int]:
+    return row["selection"], row["n_candidates"]
+
+
+def _identity(
+    name: str, run: RunSpec, model: ControlModel, protocol: Protocol, config: EvalProtocol
+) -> dict[str, Any]:
+    """The keys every row of this run shares, with the protocol that produced it."""
+    return {
+        "task": TASK,
+        "dataset": run.dataset,
+        "model": run.model,
+        "kind": model.kind,
+        "formulation": model.spec.formulation.name,
+        "stage": run.stage,
+        "run": name,
+        "critic": run.critic,
+        "protocol": {
+            "episodes": protocol.episodes,
+            "seed": config.seed,
+            "start_states": "uniform [-1, 1]",
+            "denoising_steps": model.formulation.num_steps,
+            "softmax_temperature": config.softmax_temperature,
+            "coherency": "dynamics kernel" if model.role == "planner" else "behaviour density",
+            "coherency_width": config.coherency_width,
+            "entropy_candidates": config.entropy_candidates,
+            "entropy_bins": config.entropy_bins,
+        },
+    }
+
+
+def _row(
+    identity: dict[str, Any],
+    pair: tuple[str, int],
+    result: EpisodeResult,
+    solution: Nav1DSolution,
+    entropy: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """One row of the results contract (the keys of `summary.json`)."""
+    returns = result.returns
+    row = {k: v for k, v in identity.items() if k != "protocol"}
+    return {
+        **row,
+        "selection": pair[0],
+        "n_candidates": pair[1],
+        "episodes": int(returns.size),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "normalized_score": float(solution.normalized_score(returns.mean())),
+        "coherency": result.coherency,
+        "candidate_entropy": entropy,
+        "decisions": result.decisions,
+        "seconds": round(seconds, 3),
+        "protocol": identity["protocol"],
+    }
+
+
+def _write_results(out: Path, summary: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> None:
+    document = {"rows": summary, "sweep": sweep}
+    atomic_write_text(out / "results.json", json.dumps(document, indent=2) + "\n")
+    curve = [
+        {
+            "n_candidates": r["n_candidates"],
+            "normalized_score": r["normalized_score"],
+            "rule": r["selection"],
+        }
+        for r in sweep
+    ]
+    atomic_write_text(out / "candidates.json", json.dumps(curve, indent=2) + "\n")
+
+
+def _plot_episodes(
+    task: Nav1DTask, row: dict[str, Any], result: EpisodeResult, plots: Path, count: int
+) -> None:
+    title = (
+        f"{row['run']} ({row['kind']}, {row['formulation']}, {row['stage']}): "
+        f"{row['selection']} @ {row['n_candidates']}\n"
+        f"normalised score {row['normalized_score']:.1f}, coherency {row['coherency']:.2f}"
+    )
+    plot_reward_field(task, result.positions[:count], plots / f"{row['selection']}.png", title)
+
+
+def _log_row(name: str, row: dict[str, Any]) -> None:
+    log.info(
+        "%s %s @ %d: return %.3f ± %.3f, normalised score %.1f, coherency %.3f, entropy %.2f",
+        name,
+        row["selection"],
+        row["n_candidates"],
+        row["return_mean"],
+        row["return_std"],
+        row["normalized_score"],
+        row["coherency"],
+        row["candidate_entropy"],
+    )
