@@ -126,7 +126,8 @@ def test_repro_trains_the_foundation_models_with_learning_curves(workdir: Path) 
 def test_repro_fits_the_critic_with_a_learning_curve(workdir: Path) -> None:
     critic = workdir / "data" / "critics" / "full"
     sidecar = yaml.safe_load((critic / "critic.yaml").read_text())
-    assert sidecar["spec"]["dataset"] == "full" and sidecar["metadata"]["steps"] == 40
+    assert sidecar["config"]["spec"]["dataset"] == "full"
+    assert sidecar["metadata"]["steps"] == 40
     assert (critic / "live" / "plots" / "metrics" / "train" / "q_loss.tsv").is_file()
 
 
