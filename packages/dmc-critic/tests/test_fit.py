@@ -12,23 +12,9 @@ from dmc_core.seeding import torch_generator
 from dmc_critic import CriticSpec, CriticTrainSpec, TransitionSampler, build_critic, fit_iql
 
 
-def _bandit(rows: int = 64) -> TransitionDataset:
-    """One-step episodes with reward = action: Q must learn Q(s, a) = a."""
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, size=(rows, 1)).astype(np.float32)
-    obs = rng.uniform(-1, 1, size=(rows, 1)).astype(np.float32)
-    return TransitionDataset(
-        observations=obs,
-        actions=actions,
-        rewards=actions[:, 0].copy(),
-        terminals=np.ones(rows, dtype=bool),
-        timeouts=np.zeros(rows, dtype=bool),
-        next_observations=obs.copy(),
-    )
-
-
-def _fit(steps: int, seed: int = 0) -> tuple[list[float], torch.nn.Module, torch.nn.Module]:
-    dataset = _bandit()
+def _fit(
+    dataset: TransitionDataset, steps: int, seed: int = 0
+) -> tuple[list[float], torch.nn.Module, torch.nn.Module]:
     spec = CriticSpec(
         hidden=16, fourier_frequencies=0, train=CriticTrainSpec(batch_size=32, lr=3e-3)
     )
@@ -41,8 +27,10 @@ def _fit(steps: int, seed: int = 0) -> tuple[list[float], torch.nn.Module, torch
     return losses, critic, start
 
 
-def test_fit_learns_a_bandit_and_moves_the_targets(one_thread: None) -> None:
-    losses, critic, start = _fit(300)
+def test_fit_learns_a_bandit_and_moves_the_targets(
+    bandit: TransitionDataset, one_thread: None
+) -> None:
+    losses, critic, start = _fit(bandit, 300)
     assert len(losses) == 300
     assert np.mean(losses[-20:]) < 0.2 * np.mean(losses[:20])
     for moved, initial in zip(
@@ -56,11 +44,13 @@ def test_fit_learns_a_bandit_and_moves_the_targets(one_thread: None) -> None:
     assert bool((q.diff() > 0).all()), q
 
 
-def test_fit_repeats_with_its_seeds_and_zero_steps_changes_nothing(one_thread: None) -> None:
-    first, _, _ = _fit(20)
-    second, _, _ = _fit(20)
+def test_fit_repeats_with_its_seeds_and_zero_steps_changes_nothing(
+    bandit: TransitionDataset, one_thread: None
+) -> None:
+    first, _, _ = _fit(bandit, 20)
+    second, _, _ = _fit(bandit, 20)
     assert first == second
-    none, untouched, start = _fit(0)
+    none, untouched, start = _fit(bandit, 0)
     assert none == []
     for a, b in zip(untouched.state_dict().values(), start.state_dict().values(), strict=True):
         assert torch.equal(a, b)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,32 +19,15 @@ from dmc_critic.fit_critic import CriticRun, FitCriticConfig, fit_critic, rank_c
 CPU = World(0, 1, torch.device("cpu"))
 
 
-def bandit(rows: int = 64) -> TransitionDataset:
-    """One-step episodes with reward = action (Q(s, a) = a)."""
-    rng = np.random.default_rng(0)
-    actions = rng.uniform(-1, 1, size=(rows, 1)).astype(np.float32)
-    obs = rng.uniform(-1, 1, size=(rows, 1)).astype(np.float32)
-    attrs = {"env_id": "bandit", "dataset_kind": "toy", "behavior_policy": "uniform", "seed": 0}
-    return TransitionDataset(
-        observations=obs,
-        actions=actions,
-        rewards=actions[:, 0].copy(),
-        terminals=np.ones(rows, dtype=bool),
-        timeouts=np.zeros(rows, dtype=bool),
-        next_observations=obs.copy(),
-        attrs=attrs,
-    )
-
-
 def spec(**train: int) -> CriticSpec:
     schedule = {"steps": 40, "batch_size": 16, "checkpoint_every": 10, "log_every": 5} | train
     return CriticSpec(hidden=16, fourier_frequencies=1, train=CriticTrainSpec(**schedule))
 
 
 def test_a_finished_run_writes_the_critic_and_its_learning_curve(
-    tmp_path: Path, one_thread: None
+    tmp_path: Path, bandit: TransitionDataset, one_thread: None
 ) -> None:
-    path = CriticRun(spec(), bandit(), tmp_path, CPU, 0, "bandit").train()
+    path = CriticRun(spec(), bandit, tmp_path, CPU, 0, "bandit").train()
     assert path == tmp_path / "critic.safetensors"
     critic = load_critic(path)
     sidecar = yaml.safe_load((tmp_path / "critic.yaml").read_text())
@@ -56,25 +38,29 @@ def test_a_finished_run_writes_the_critic_and_its_learning_curve(
     assert not (tmp_path / ".resume").exists()
 
 
-def test_a_stopped_run_resumes_to_bit_identical_weights(tmp_path: Path, one_thread: None) -> None:
-    whole = CriticRun(spec(), bandit(), tmp_path / "whole", CPU, 0, "b").train()
-    assert CriticRun(spec(), bandit(), tmp_path / "split", CPU, 0, "b").train(stop_after=20) is None
+def test_a_stopped_run_resumes_to_bit_identical_weights(
+    tmp_path: Path, bandit: TransitionDataset, one_thread: None
+) -> None:
+    whole = CriticRun(spec(), bandit, tmp_path / "whole", CPU, 0, "b").train()
+    assert CriticRun(spec(), bandit, tmp_path / "split", CPU, 0, "b").train(stop_after=20) is None
     assert (tmp_path / "split" / ".resume").exists()
-    resumed = CriticRun(spec(), bandit(), tmp_path / "split", CPU, 0, "b").train()
+    resumed = CriticRun(spec(), bandit, tmp_path / "split", CPU, 0, "b").train()
     first, second = load_file(str(whole)), load_file(str(resumed))
     assert first.keys() == second.keys()
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=0)
 
 
-def test_a_snapshot_of_other_settings_is_not_resumed(tmp_path: Path, one_thread: None) -> None:
-    CriticRun(spec(), bandit(), tmp_path, CPU, 0, "b").train(stop_after=20)
-    assert CriticRun(spec(batch_size=8), bandit(), tmp_path, CPU, 0, "b").restore_state() == 0
-    assert CriticRun(spec(), bandit(), tmp_path, CPU, 0, "b").restore_state() == 20
+def test_a_snapshot_of_other_settings_is_not_resumed(
+    tmp_path: Path, bandit: TransitionDataset, one_thread: None
+) -> None:
+    CriticRun(spec(), bandit, tmp_path, CPU, 0, "b").train(stop_after=20)
+    assert CriticRun(spec(batch_size=8), bandit, tmp_path, CPU, 0, "b").restore_state() == 0
+    assert CriticRun(spec(), bandit, tmp_path, CPU, 0, "b").restore_state() == 20
 
 
-def test_the_stage_names_an_unknown_entry(tmp_path: Path) -> None:
-    dataset = write_dataset(tmp_path / "d.hdf5", bandit())
+def test_the_stage_names_an_unknown_entry(tmp_path: Path, bandit: TransitionDataset) -> None:
+    dataset = write_dataset(tmp_path / "d.hdf5", bandit)
     args = argparse.Namespace(name="nope", dataset=str(dataset), out=str(tmp_path), params="p.yaml")
     with pytest.raises(ConfigError, match=r"fit_critic.critics has no entry 'nope'"):
         fit_critic(FitCriticConfig(), args)

@@ -19,6 +19,7 @@ from dmc_core.models import ModelSpec, load_model
 from dmc_core.models.spec import FormulationSpec, TrainSpec
 from dmc_core.pretrain import TrainingRun
 from dmc_core.seeding import torch_generator
+from dmc_core.testing import torch_threads
 from dmc_core.training import World
 from dmc_critic import CriticSpec, CriticTrainSpec, TransitionSampler, build_critic, fit_iql
 from dmc_envs.evaluation import ModelProposer, Selection, roll_out
@@ -27,10 +28,8 @@ from dmc_envs.nav1d import Nav1DTask, UniformPolicy, rollout, solve
 
 @pytest.fixture
 def two_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(2):
+        yield
 
 
 def full_dataset(task: Nav1DTask, episodes: int) -> TransitionDataset:

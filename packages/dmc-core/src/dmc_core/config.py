@@ -39,6 +39,7 @@ from dmc_core.errors import ConfigError
 __all__ = [
     "BASE_SECTION",
     "BaseConfig",
+    "entry",
     "from_plain",
     "knob",
     "load_stage_config",
@@ -152,6 +153,14 @@ def from_plain(schema: type[T], values: Mapping[str, Any], source: str, section:
         key, message = problems[0]
         raise ConfigError(f"{source}: {_full_key(section, key)}: {message}")
     return config
+
+
+def entry(entries: Mapping[str, T], name: str, key: str, params: str | os.PathLike[str]) -> T:
+    """`entries[name]` of a stage's named entries (`pretrain.models`, ...), or a ConfigError
+    naming the params file, the dotted `key` of the mapping and the entries it has."""
+    if name not in entries:
+        raise ConfigError(f"{params}: {key} has no entry '{name}' (entries: {sorted(entries)})")
+    return entries[name]
 
 
 def to_plain(config: Any) -> dict[str, Any]:

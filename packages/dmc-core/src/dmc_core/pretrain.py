@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dmc_core.checkpoint import file_sha256
-from dmc_core.config import BaseConfig, knob, to_plain
+from dmc_core.config import BaseConfig, entry, knob, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, ModelSpec, WindowSampler, build_model, save_model
@@ -73,12 +73,7 @@ class PretrainConfig:
 
 def pretrain(config: PretrainConfig, args: argparse.Namespace) -> None:
     """Train `config.models[args.name]` on `args.dataset`; write it to `args.out`."""
-    if args.name not in config.models:
-        raise ConfigError(
-            f"{args.params}: pretrain.models has no entry '{args.name}' "
-            f"(entries: {sorted(config.models)})"
-        )
-    spec = config.models[args.name]
+    spec = entry(config.models, args.name, "pretrain.models", args.params)
     dataset = read_dataset(args.dataset)
     with data_parallel_world(config.device) as world:
         digest = file_sha256(args.dataset)

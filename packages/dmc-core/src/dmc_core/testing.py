@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,26 @@ from torch import Tensor
 from dmc_core.cli import Stage
 from dmc_core.data import TransitionDataset
 
-__all__ = ["LinearDenoiser", "RecordingDenoiser", "check_entry_point", "run_module", "toy_dataset"]
+__all__ = [
+    "LinearDenoiser",
+    "RecordingDenoiser",
+    "check_entry_point",
+    "run_module",
+    "torch_threads",
+    "toy_dataset",
+]
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` torch threads (one is fastest for tiny tensors and steady on
+    a busy machine), restoring the previous number after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_module(

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from dmc_core.checkpoint import file_sha256
-from dmc_core.config import BaseConfig, knob, to_plain
+from dmc_core.config import BaseConfig, entry, knob, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
-from dmc_core.errors import ConfigError
 from dmc_core.training import ResumableRun, Snapshot, World, choose_device, fingerprint
 from dmc_critic.batches import TransitionSampler
 from dmc_critic.checkpoints import save_critic
@@ -52,15 +51,10 @@ class FitCriticConfig:
 
 def fit_critic(config: FitCriticConfig, args: argparse.Namespace) -> None:
     """Train `config.critics[args.name]` on `args.dataset`; write it to `args.out`."""
-    if args.name not in config.critics:
-        raise ConfigError(
-            f"{args.params}: fit_critic.critics has no entry '{args.name}' "
-            f"(entries: {sorted(config.critics)})"
-        )
+    spec = entry(config.critics, args.name, "fit_critic.critics", args.params)
     dataset = read_dataset(args.dataset)
     world = World(0, 1, choose_device(config.device))
     digest = file_sha256(args.dataset)
-    spec = config.critics[args.name]
     CriticRun(spec, dataset, Path(args.out), world, config.base.seed, args.name, digest).train()
 
 

@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from dmc_core.atomic import atomic_write_text
-from dmc_core.config import write_resolved_config
+from dmc_core.config import entry, write_resolved_config
 from dmc_core.data import TransitionDataset, write_dataset
-from dmc_core.errors import ConfigError
 from dmc_envs.config import DatasetSpec, MakeDatasetConfig
 from dmc_envs.nav1d import (
     ENV_ID,
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def make_dataset(config: MakeDatasetConfig, args: argparse.Namespace) -> None:
     """Collect the dataset `args.name` of `config.datasets` and write it to `args.out`."""
-    spec = _dataset_spec(config, args.name, args.params)
+    spec = entry(config.datasets, args.name, "make_dataset.datasets", args.params)
     task = Nav1DTask.from_params(**dataclasses.asdict(config.nav1d))
     solution = solve(task, grid_per_step=config.optimum_grid_per_step)
     behaviour = _behaviour(spec, solution)
@@ -84,15 +83,6 @@ def episode_positions(dataset: TransitionDataset) -> np.ndarray:
         for part in dataset.episode_slices()
     ]
     return np.stack(rows) if rows else np.zeros((0, 1))
-
-
-def _dataset_spec(config: MakeDatasetConfig, name: str, params: str) -> DatasetSpec:
-    if name not in config.datasets:
-        known = sorted(config.datasets)
-        raise ConfigError(
-            f"{params}: make_dataset.datasets has no entry '{name}' (entries: {known})"
-        )
-    return config.datasets[name]
 
 
 def _behaviour(spec: DatasetSpec, solution: Nav1DSolution) -> BehaviourPolicy:

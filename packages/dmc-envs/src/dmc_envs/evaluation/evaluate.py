@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from dmc_core.atomic import atomic_write_text
+from dmc_core.config import entry
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
@@ -69,7 +70,7 @@ class Nav1DBench:
 
 def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     """Evaluate `config.runs[args.name]`; write results and pictures (see the module doc)."""
-    run = _run_spec(config, args.name, args.params)
+    run = entry(config.runs, args.name, "evaluate.runs", args.params)
     device = choose_device(config.device)
     model = load_model(args.model, device=str(device))
     if model.spec.dataset != run.dataset:
@@ -150,14 +151,6 @@ def candidate_entropy(
     actions = proposer.propose(history, config.entropy_candidates, generator).actions[:, :, 0]
     low, high = -torch.ones(actions.shape[-1]), torch.ones(actions.shape[-1])
     return histogram_entropy(actions, low, high, config.entropy_bins)
-
-
-def _run_spec(config: EvaluateConfig, name: str, params: str) -> RunSpec:
-    if name not in config.runs:
-        raise ConfigError(
-            f"{params}: evaluate.runs has no entry '{name}' (entries: {sorted(config.runs)})"
-        )
-    return config.runs[name]
 
 
 def _configurations(
