@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from dmc_core.config import BaseConfig, knob
 from dmc_critic import SELECTION_RULES
 
-__all__ = ["EvalProtocol", "EvaluateConfig", "Protocol", "RunSpec", "SummarizeConfig"]
+__all__ = ["Budget", "EvalProtocol", "EvaluateConfig", "RunSpec", "SummarizeConfig"]
 
 
 @dataclass(frozen=True)
-class Protocol:
+class Budget:
     """Episodes and candidates per decision for one kind of model (paper §4)."""
 
     episodes: int = knob(64, ge=1, doc="episode seeds (start states) rolled out")
@@ -53,8 +53,8 @@ class EvalProtocol:
     """How every model is evaluated (written into each results row)."""
 
     seed: int = knob(1000, ge=0, doc="seed of the episodes' start states and of the sampling")
-    planner: Protocol = knob(factory=lambda: Protocol(episodes=64, candidates=16))
-    policy: Protocol = knob(factory=lambda: Protocol(episodes=16, candidates=8))
+    planner: Budget = knob(factory=lambda: Budget(episodes=64, candidates=16))
+    policy: Budget = knob(factory=lambda: Budget(episodes=16, candidates=8))
     rules: list[str] = knob(factory=_rules, doc="rules of summary rows (none: one sample)")
     sweep_rules: list[str] = knob(factory=_sweep_rules, doc="rules of the candidates sweep")
     sweep_candidates: list[int] = knob(factory=_sweep_candidates, doc="candidates swept")

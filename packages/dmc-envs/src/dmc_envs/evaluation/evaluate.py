@@ -4,9 +4,9 @@
         --dataset data/datasets/nav1d/full.hdf5 --critic data/critics/full/critic.safetensors \
         --out data/metrics/evaluate/diffuser --plots data/plots/evaluate/diffuser
 
-For every selection rule of `evaluate.rules` (at the protocol's candidates; `none` takes one
-sample) and every point of the candidates sweep, it rolls the model out from the same episode
-seeds and writes:
+For every selection rule of `evaluate.protocol.rules` (at the protocol's candidates; `none`
+takes one sample) and every point of the candidates sweep, it rolls the model out from the same
+episode seeds and writes:
     <out>/results.json      {"rows": [...], "sweep": [...]}: one row per configuration with the
                             results contract's keys and the protocol that produced it
     <out>/candidates.json   the sweep as plot data (n_candidates, normalized_score, rule)
@@ -34,7 +34,7 @@ from dmc_core.models import ControlModel, load_model
 from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import load_critic
-from dmc_envs.evaluation.config import EvalProtocol, EvaluateConfig, Protocol, RunSpec
+from dmc_envs.evaluation.config import Budget, EvalProtocol, EvaluateConfig, RunSpec
 from dmc_envs.evaluation.entropy import histogram_entropy
 from dmc_envs.evaluation.episodes import EpisodeResult, Scorer, Selection, roll_out, start_states
 from dmc_envs.evaluation.plots import plot_candidates
@@ -86,15 +86,13 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
             f"'{critic.spec.dataset}', the model from '{run.dataset}'"
         )
     proposer = ModelProposer(model)
-    settings = config.protocol
-    protocol = settings.planner if proposer.role == "planner" else settings.policy
-    entropy = candidate_entropy(proposer, bench.task, protocol.episodes, settings)
-    identity = _identity(args.name, run, model, protocol, settings)
-    summary_pairs, sweep_pairs = _configurations(settings, protocol)
+    protocol = config.protocol
+    budget = protocol.planner if proposer.role == "planner" else protocol.policy
+    entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
+    identity = _identity(args.name, run, model, budget, protocol)
+    summary_pairs, sweep_pairs = _configurations(protocol, budget)
     results = {
-        (rule, n): evaluate_proposer(
-            bench, proposer, critic.q, rule, n, protocol.episodes, settings
-        )
+        (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
     }
     rows = {
@@ -107,7 +105,7 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     _write_results(out, summary, sweep)
     plots.mkdir(parents=True, exist_ok=True)
     for row in summary:
-        _plot_episodes(bench.task, row, results[_pair(row)][0], plots, settings.plot_trajectories)
+        _plot_episodes(bench.task, row, results[_pair(row)][0], plots, protocol.plot_trajectories)
         _log_row(args.name, row)
     baseline = next((r for r in summary if r["selection"] == "none"), None)
     plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
@@ -154,10 +152,10 @@ def candidate_entropy(
 
 
 def _configurations(
-    config: EvalProtocol, protocol: Protocol
+    config: EvalProtocol, budget: Budget
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """The (rule, candidates) pairs of the summary rows and of the sweep."""
-    summary = [(rule, 1 if rule == "none" else protocol.candidates) for rule in config.rules]
+    summary = [(rule, 1 if rule == "none" else budget.candidates) for rule in config.rules]
     sweep = [(rule, n) for rule in config.sweep_rules for n in config.sweep_candidates]
     return list(dict.fromkeys(summary)), list(dict.fromkeys(sweep))
 
@@ -167,7 +165,7 @@ def _pair(row: dict[str, Any]) -> tuple[str, int]:
 
 
 def _identity(
-    name: str, run: RunSpec, model: ControlModel, protocol: Protocol, config: EvalProtocol
+    name: str, run: RunSpec, model: ControlModel, budget: Budget, config: EvalProtocol
 ) -> dict[str, Any]:
     """The keys every row of this run shares, with the protocol that produced it."""
     return {
@@ -180,7 +178,7 @@ def _identity(
         "run": name,
         "critic": run.critic,
         "protocol": {
-            "episodes": protocol.episodes,
+            "episodes": budget.episodes,
             "seed": config.seed,
             "start_states": "uniform [-1, 1]",
             "denoising_steps": model.formulation.num_steps,

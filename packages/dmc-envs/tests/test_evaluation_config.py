@@ -1,0 +1,37 @@
+"""The `evaluate` section: defaults follow the paper's protocol; bad values name their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmc_core.config import load_stage_config
+from dmc_core.errors import ConfigError
+from dmc_envs.evaluation import EvaluateConfig
+
+
+def load(tmp_path: Path, *overrides: str) -> EvaluateConfig:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"seed": 0}, "evaluate": {}}))
+    return load_stage_config(EvaluateConfig, "evaluate", params, list(overrides))
+
+
+def test_defaults_are_the_papers_protocol(tmp_path: Path) -> None:
+    protocol = load(tmp_path).protocol
+    assert (protocol.planner.episodes, protocol.planner.candidates) == (64, 16)
+    assert (protocol.policy.episodes, protocol.policy.candidates) == (16, 8)
+    assert protocol.sweep_candidates == [1, 2, 4, 8, 16, 32]
+
+
+def test_an_unknown_selection_rule_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"evaluate.protocol.sweep_rules: unknown selection rule"):
+        load(tmp_path, "evaluate.protocol.sweep_rules=[q_argmax,best]")
+
+
+def test_a_zero_candidate_count_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"evaluate.protocol.sweep_candidates"):
+        load(tmp_path, "evaluate.protocol.sweep_candidates=[0,2]")
+    with pytest.raises(ConfigError, match=r"evaluate.protocol.planner.candidates"):
+        load(tmp_path, "evaluate.protocol.planner.candidates=0")
