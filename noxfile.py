@@ -44,13 +44,21 @@ def sibling_closure(package: str) -> list[str]:
     return order
 
 
-def install(session: nox.Session, packages: list[str], *extra: str, editable: bool = False) -> None:
-    """Install torch first, then the given sibling packages (from their folders) and `extra`."""
+def install(
+    session: nox.Session,
+    packages: list[str],
+    *extra: str,
+    editable: bool = False,
+    tested: str | None = None,
+) -> None:
+    """Install torch first, then the given sibling packages (from their folders) and `extra`;
+    the `tested` package comes with its `test` extra (what its own tests need)."""
     pip = ["-c", CONSTRAINTS]
     session.install(*pip, "torch==2.13.0")
     local: list[str] = []
     for name in packages:
-        local += ["-e", f"packages/{name}"] if editable else [f"packages/{name}"]
+        folder = f"packages/{name}[test]" if name == tested else f"packages/{name}"
+        local += ["-e", folder] if editable else [folder]
     session.install(*pip, *local, "pytest", *extra)
 
 
@@ -66,7 +74,7 @@ def lint(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES, ids=PACKAGES)
 def tests(session: nox.Session, package: str) -> None:
     """Unit tests of one package, with only that package and its declared dependencies."""
-    install(session, sibling_closure(package))
+    install(session, sibling_closure(package), tested=package)
     session.run("pytest", f"packages/{package}/tests", *session.posargs)
 
 
