@@ -200,7 +200,7 @@ def run_reverse_chain(
 
 
 class ChainSampler:
-    """The `sample` method shared by the formulations that denoise along a timestep list.
+    """The `loss` and `sample` methods shared by the formulations.
 
     A subclass provides `timesteps` (descending, the times the chain leaves, in its own units) and
     `_step_gaussian(clip_x0, index, z_t, output) -> (mean, std)`, and overrides `network_time`
@@ -208,6 +208,71 @@ class ChainSampler:
     """
 
     timesteps: Sequence[float]
+
+    def draw_times(
+        self, batch: int, generator: torch.Generator | None, device: torch.device | str
+    ) -> Tensor:
+        """Training times in the formulation's units; see the subclasses."""
+        raise NotImplementedError
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """The forward process z_t ~ q(z_t | x0) with the given noise (validates `t`)."""
+        raise NotImplementedError
+
+    def regression_target(self, x0: Tensor, noise: Tensor) -> Tensor:
+        """What the network learns to output: the noise (eps-prediction) unless overridden."""
+        return noise
+
+    def loss(
+        self,
+        denoiser: Denoiser,
+        x0: Tensor,
+        cond: Any,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+        weights: Tensor | None = None,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Per-sample regression loss ||net(z_t, t) - target||^2 at a drawn (or given) time.
+
+        The time is drawn by `draw_times` (DDPM/DDIM: integer steps 1..T; SM: U(t_eps, 1);
+        FM: U(0, 1)); the target is `regression_target` (eps, or FM's velocity eps - x0). With
+        `mask` (True = known entry), the known entries of z_t are set to x0's values, as the
+        sampler in-paints them, and are left out of the loss: the mean runs over the unknown
+        entries only. `weights` scale the squared errors element-wise (e.g. per dimension)
+        before that mean. Callers weight or average the returned per-sample values.
+
+        `t` (in the formulation's units, e.g. from `draw_times`) and `noise` replace the random
+        draws when given, so that two models or two samples can be scored at the same t and
+        noise (Diffusion-DPO); the generator then draws only what is not given.
+
+        Shapes:
+            x0: (B, ...); mask: bool, x0's shape; weights: broadcastable to x0.
+            t: (B,); noise: x0's shape.
+            returns: (B,).
+
+        Raises:
+            ValueError: `t` or `noise` has the wrong shape, or `t` is outside the formulation's
+                range or of the wrong kind (see the subclass's `q_sample`).
+
+        References:
+            Ho et al. (2020), Eq. 5 (L_simple); Song et al. (2021), Eq. 7 with
+            lambda(t) = sigma(t)^2; Lipman et al. (2023), Eq. 23; Janner et al., "Planning with
+            Diffusion" (2022), Sec. 3 (in-painting conditioning); Wallace et al. (2023), Eq. 14
+            (shared t and noise).
+        """
+        check_loss_inputs(x0, t, noise)
+        if t is None:
+            t = self.draw_times(x0.shape[0], generator, x0.device)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        z_t = self.q_sample(x0, t, noise)
+        if mask is not None:
+            z_t = torch.where(mask, x0, z_t)
+        prediction = denoiser(z_t, self.network_time(t), cond)
+        return masked_mse(prediction, self.regression_target(x0, noise), mask, weights)
 
     def network_time(self, t: Tensor) -> Tensor:
         """The denoiser's time input for (B,) times in this formulation's units (see `Denoiser`).

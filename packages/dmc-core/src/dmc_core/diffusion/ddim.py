@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from dmc_core.diffusion._loop import ChainSampler, predict_x0
 from dmc_core.diffusion.ddpm import DDPM
-from dmc_core.diffusion.records import Denoiser
 from dmc_core.diffusion.schedules import NoiseSchedule
 
 __all__ = ["DDIM", "ddim_timesteps"]
@@ -82,21 +80,6 @@ class DDIM(ChainSampler):
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """The forward process; see `DDPM.q_sample`."""
         return self.ddpm.q_sample(x0, t, noise)
-
-    def loss(
-        self,
-        denoiser: Denoiser,
-        x0: Tensor,
-        cond: Any,
-        generator: torch.Generator | None = None,
-        mask: Tensor | None = None,
-        weights: Tensor | None = None,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """DDPM's epsilon loss (DDIM shares the training objective); see `DDPM.loss`."""
-        return self.ddpm.loss(denoiser, x0, cond, generator, mask, weights, t=t, noise=noise)
 
     def _step_gaussian(
         self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from dmc_core.diffusion._loop import (
     ChainSampler,
-    check_loss_inputs,
-    masked_mse,
     per_sample,
     predict_x0,
 )
-from dmc_core.diffusion.records import Denoiser
 from dmc_core.diffusion.schedules import NoiseSchedule
 
 __all__ = ["DDPM"]
@@ -90,60 +85,14 @@ class DDPM(ChainSampler):
         References:
             Ho et al. (2020), Eq. 4.
         """
+        if t.is_floating_point() or t.is_complex():
+            raise ValueError(f"t must be integer steps in 1..{self.num_steps}, got {t.dtype}")
         if t.numel() and (int(t.min()) < 1 or int(t.max()) > self.num_steps):
             raise ValueError(f"t must lie in 1..{self.num_steps}")
         index = t.to(device=self.schedule.betas.device, dtype=torch.long) - 1
         scale = self.schedule.sqrt_alphas_cumprod[index].to(device=x0.device, dtype=x0.dtype)
         sigma = self.schedule.sqrt_one_minus_alphas_cumprod[index].to(x0.device, x0.dtype)
         return per_sample(scale, x0.ndim) * x0 + per_sample(sigma, x0.ndim) * noise
-
-    def loss(
-        self,
-        denoiser: Denoiser,
-        x0: Tensor,
-        cond: Any,
-        generator: torch.Generator | None = None,
-        mask: Tensor | None = None,
-        weights: Tensor | None = None,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Per-sample epsilon-prediction MSE at a step t drawn uniformly from 1..T.
-
-        With `mask` (True = known entry), the known entries of z_t are set to x0's values, as the
-        sampler in-paints them, and are left out of the loss: the mean runs over the unknown
-        entries only. `weights` scale the squared errors element-wise (e.g. per dimension)
-        before that mean. Callers weight or average the returned per-sample values.
-
-        `t` (integer steps, e.g. from `draw_times`) and `noise` replace the random draws when
-        given, so that two models or two samples can be scored at the same t and noise
-        (Diffusion-DPO); the generator then draws only what is not given.
-
-        Shapes:
-            x0: (B, ...); mask: bool, x0's shape; weights: broadcastable to x0.
-            t: (B,) integer; noise: x0's shape.
-            returns: (B,).
-
-        Raises:
-            ValueError: `t` or `noise` has the wrong shape, or `t` is not integer or not in 1..T.
-
-        References:
-            Ho et al. (2020), Eq. 5 (L_simple); Janner et al., "Planning with Diffusion" (2022),
-            Sec. 3 (in-painting conditioning); Wallace et al., "Diffusion Model Alignment Using
-            Direct Preference Optimization" (2023), Eq. 14 (shared t and noise).
-        """
-        check_loss_inputs(x0, t, noise)
-        if t is None:
-            t = self.draw_times(x0.shape[0], generator, x0.device)
-        elif t.is_floating_point() or t.is_complex():
-            raise ValueError(f"t must be integer steps in 1..{self.num_steps}, got {t.dtype}")
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        z_t = self.q_sample(x0, t, noise)
-        if mask is not None:
-            z_t = torch.where(mask, x0, z_t)
-        return masked_mse(denoiser(z_t, self.network_time(t), cond), noise, mask, weights)
 
     def _step_gaussian(
         self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor

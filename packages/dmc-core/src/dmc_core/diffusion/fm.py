@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from dmc_core.diffusion._loop import ChainSampler, check_loss_inputs, masked_mse, per_sample
-from dmc_core.diffusion.records import Denoiser
+from dmc_core.diffusion._loop import ChainSampler, per_sample
 
 __all__ = ["FM"]
 
@@ -96,44 +93,13 @@ class FM(ChainSampler):
         t = per_sample(t.to(x0.dtype), x0.ndim)
         return (1.0 - t) * x0 + t * noise
 
-    def loss(
-        self,
-        denoiser: Denoiser,
-        x0: Tensor,
-        cond: Any,
-        generator: torch.Generator | None = None,
-        mask: Tensor | None = None,
-        weights: Tensor | None = None,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Per-sample velocity MSE ||v_hat(x_t, t) - (eps - x0)||^2 at t ~ U(0, 1).
-
-        `mask`, `weights`, `t` (float times, e.g. from `draw_times`) and `noise` mean what they
-        mean for `DDPM.loss`: known entries of x_t are set to x0 and left out of the mean.
-
-        Shapes:
-            x0: (B, ...); mask: bool, x0's shape; weights: broadcastable to x0.
-            t: (B,) float; noise: x0's shape.
-            returns: (B,).
-
-        Raises:
-            ValueError: `t` or `noise` has the wrong shape, or `t` is not float in [0, 1].
+    def regression_target(self, x0: Tensor, noise: Tensor) -> Tensor:
+        """The velocity of the straight path from x0 to the noise: eps - x0.
 
         References:
             Lipman et al. (2023), Eq. 23 (conditional flow matching).
         """
-        check_loss_inputs(x0, t, noise)
-        if t is None:
-            t = self.draw_times(x0.shape[0], generator, x0.device)
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        z_t = self.q_sample(x0, t, noise)
-        if mask is not None:
-            z_t = torch.where(mask, x0, z_t)
-        prediction = denoiser(z_t, self.network_time(t), cond)
-        return masked_mse(prediction, noise - x0, mask, weights)
+        return noise - x0
 
     def _step_gaussian(
         self, clip_x0: float | None, index: int, z_t: Tensor, v: Tensor

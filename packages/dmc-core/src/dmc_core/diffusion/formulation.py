@@ -52,7 +52,7 @@ class Formulation(Protocol):
         t: Tensor | None = None,
         noise: Tensor | None = None,
     ) -> Tensor:
-        """Per-sample regression loss, (B,); see `DDPM.loss` for the arguments."""
+        """Per-sample regression loss, (B,); see `ChainSampler.loss` for the arguments."""
         ...
 
     def sample(

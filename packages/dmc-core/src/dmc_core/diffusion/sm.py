@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from dmc_core.diffusion._loop import (
     ChainSampler,
-    check_loss_inputs,
-    masked_mse,
     per_sample,
     predict_x0,
 )
-from dmc_core.diffusion.records import Denoiser
 
 __all__ = ["SM", "SM_SAMPLERS"]
 
@@ -166,45 +162,6 @@ class SM(ChainSampler):
         alpha, sigma = self.marginal(t)
         alpha = per_sample(alpha.to(x0.dtype), x0.ndim)
         return alpha * x0 + per_sample(sigma.to(x0.dtype), x0.ndim) * noise
-
-    def loss(
-        self,
-        denoiser: Denoiser,
-        x0: Tensor,
-        cond: Any,
-        generator: torch.Generator | None = None,
-        mask: Tensor | None = None,
-        weights: Tensor | None = None,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Per-sample denoising score matching in eps form at t ~ U(t_eps, 1).
-
-        ||eps_hat(x_t, t) - eps||^2 is the score-matching loss with weight sigma(t)^2, as the
-        score is -eps / sigma. `mask`, `weights`, `t` (float times, e.g. from `draw_times`) and
-        `noise` mean what they mean for `DDPM.loss`.
-
-        Shapes:
-            x0: (B, ...); mask: bool, x0's shape; weights: broadcastable to x0.
-            t: (B,) float; noise: x0's shape.
-            returns: (B,).
-
-        Raises:
-            ValueError: `t` or `noise` has the wrong shape, or `t` is not float in (0, 1].
-
-        References:
-            Song et al. (2021), Eq. 7 with lambda(t) = sigma(t)^2; Ho et al. (2020), Eq. 14.
-        """
-        check_loss_inputs(x0, t, noise)
-        if t is None:
-            t = self.draw_times(x0.shape[0], generator, x0.device)
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        z_t = self.q_sample(x0, t, noise)
-        if mask is not None:
-            z_t = torch.where(mask, x0, z_t)
-        return masked_mse(denoiser(z_t, self.network_time(t), cond), noise, mask, weights)
 
     def _step_gaussian(
         self, clip_x0: float | None, index: int, z_t: Tensor, eps: Tensor
