@@ -129,16 +129,9 @@ REFERENCE_SOURCE = "CleanDiffuser main @ 05f17fc, measured on this CPU (medians 
 
 
 @dataclass(frozen=True)
-class Result:
+class Result(Config):
     """What one configuration measured: medians over the repeats and every repeat's value."""
 
-    backbone: str
-    size: str
-    horizon: int
-    transition_dim: int
-    cond_dim: int
-    sizes: dict[str, Any]
-    source: str
     params: int
     train_steps_per_s: float
     decision_ms: float
@@ -220,14 +213,9 @@ def run_config(config: Config, repeats: int, block: int) -> Result:
     )
     train = measure_train(config, net, repeats, block)
     decision = measure_decision(config, net, repeats)
+    plain_sizes = {k: list(v) if isinstance(v, tuple) else v for k, v in config.sizes.items()}
     return Result(
-        backbone=config.backbone,
-        size=config.size,
-        horizon=config.horizon,
-        transition_dim=config.transition_dim,
-        cond_dim=config.cond_dim,
-        sizes={k: list(v) if isinstance(v, tuple) else v for k, v in config.sizes.items()},
-        source=config.source,
+        **(asdict(config) | {"sizes": plain_sizes}),
         params=_count_params(net),
         train_steps_per_s=statistics.median(train),
         decision_ms=statistics.median(decision),
