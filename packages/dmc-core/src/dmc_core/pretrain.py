@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dmc_core.checkpoint import file_sha256
-from dmc_core.config import BaseConfig, entry, knob, to_plain
+from dmc_core.config import BaseConfig, entry, knob
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, ModelSpec, WindowSampler, build_model, save_model
@@ -31,10 +31,8 @@ from dmc_core.models.windows import window_to
 from dmc_core.training import (
     EMA,
     ResumableRun,
-    Snapshot,
     World,
     data_parallel_world,
-    fingerprint,
 )
 
 __all__ = ["PretrainConfig", "TrainingRun", "pretrain"]
@@ -121,8 +119,7 @@ class TrainingRun(ResumableRun):
             weight_decay=self.train_spec.weight_decay,
         )
         self.windows = WindowSampler(dataset, spec.horizon, spec.history)
-        digest = dataset_digest or fingerprint(len(dataset), dataset.attrs)
-        self.snapshot = Snapshot(out / ".resume", fingerprint(to_plain(spec), seed, digest))
+        self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
         self.learner = self._learner()
 
     @property

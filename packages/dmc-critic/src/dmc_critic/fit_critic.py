@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from dmc_core.checkpoint import file_sha256
-from dmc_core.config import BaseConfig, entry, knob, to_plain
+from dmc_core.config import BaseConfig, entry, knob
 from dmc_core.data import TransitionDataset, read_dataset
-from dmc_core.training import ResumableRun, Snapshot, World, choose_device, fingerprint
+from dmc_core.training import ResumableRun, World, choose_device
 from dmc_critic.batches import TransitionSampler
 from dmc_critic.checkpoints import save_critic
 from dmc_critic.fit import critic_optimizer, train_step
@@ -81,8 +81,8 @@ class CriticRun(ResumableRun):
         self.critic: IQLCritic = build_critic(spec, dataset).to(world.device)
         self.optimizer = critic_optimizer(self.critic, spec.train)
         self.sampler = TransitionSampler(dataset, spec, world.device)
-        digest = dataset_digest or fingerprint(len(dataset), dataset.attrs)
-        self.snapshot = Snapshot(out / ".resume", fingerprint(to_plain(spec), seed, digest))
+        self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
+        self.critic.train()
 
     @property
     def parameters(self) -> int:
@@ -92,7 +92,6 @@ class CriticRun(ResumableRun):
     def step(self, step: int, generators: tuple[torch.Generator, ...]) -> dict[str, float]:
         """One IQL step (V expectile + twin TD) and the Polyak update of the target Qs."""
         batch = self.sampler.sample(self.spec.train.batch_size, generators[0])
-        self.critic.train()
         return train_step(self.critic, self.optimizer, batch)
 
     def save_state(self, step: int) -> None:

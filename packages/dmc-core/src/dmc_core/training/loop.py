@@ -13,13 +13,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
+from dmc_core.config import to_plain
+from dmc_core.data import TransitionDataset
 from dmc_core.seeding import torch_generator
 from dmc_core.training.distributed import World
-from dmc_core.training.resume import fingerprint
+from dmc_core.training.resume import Snapshot, fingerprint
 
 __all__ = ["LoopSchedule", "ResumableRun"]
 
@@ -90,10 +92,9 @@ class ResumableRun:
             log.info("%s: resuming from the snapshot at step %d", self.name, start)
         total, every = self.schedule.steps, self.schedule.checkpoint_every
         end = total if stop_after is None else min(total, stop_after)
-        generators = self.generators(start)
         with _progress(self, start) as progress:
             for step in range(start, end):
-                if step % every == 0:
+                if step == start or step % every == 0:
                     generators = self.generators(step)
                 progress.record(step, self.step(step, generators))
                 if (step + 1) % every == 0 and step + 1 < total:
@@ -113,6 +114,12 @@ class ResumableRun:
         (snapshots fall on these boundaries)."""
         value = int(fingerprint(self.seed, self.world.rank, step), 16) % 2**63
         return torch_generator(value), torch_generator(value + 1, self.world.device)
+
+    def make_snapshot(self, spec: Any, dataset: TransitionDataset, digest: str | None) -> Snapshot:
+        """The run's snapshot in `<out>/.resume`, fingerprinted by the spec, the seed and the
+        dataset (its file hash when given), so a changed setting never resumes a stale run."""
+        data = digest or fingerprint(len(dataset), dataset.attrs)
+        return Snapshot(self.out / ".resume", fingerprint(to_plain(spec), self.seed, data))
 
     def _snapshot(self, step: int) -> None:
         if self.world.is_main:
@@ -157,11 +164,10 @@ class _Progress:
         if (step + 1) % self.every or self.live is None:
             return
         self.live.step = step + 1
-        for key, window in self._windows().items():
-            self.live.log_metric(f"train/{key}", window)
-        for key, value in self.run.gauges().items():
+        windows = self._windows()
+        for key, value in (windows | self.run.gauges()).items():
             self.live.log_metric(f"train/{key}", value)
-        self.bar.set_postfix(loss=f"{self._windows().get('loss', float('nan')):.4f}")
+        self.bar.set_postfix(loss=f"{windows.get('loss', float('nan')):.4f}")
 
     def _windows(self) -> dict[str, float]:
         """Mean of each metric over the last `log_every` steps."""

@@ -25,7 +25,7 @@ from dmc_envs.evaluation.proposers import Proposal, Proposer
 from dmc_envs.nav1d.behaviour import BehaviourPolicy
 from dmc_envs.nav1d.task import Nav1DTask
 
-__all__ = ["EpisodeResult", "Scorer", "Selection", "roll_out", "start_states"]
+__all__ = ["EpisodeResult", "ObservationHistory", "Scorer", "Selection", "roll_out", "start_states"]
 
 Scorer = Callable[[Tensor, Tensor], Tensor]
 """Q(obs (N, obs_dim), action (N, act_dim)) -> (N,): the critic that ranks candidates."""
@@ -78,8 +78,8 @@ def roll_out(
     state = start_states(episodes, seed)
     positions = [state.copy()]
     returns = np.zeros(episodes)
-    history = _History(task.observe(state, 0), proposer.history_len)
-    sampling = torch_generator(seed, getattr(proposer, "device", "cpu"))
+    history = ObservationHistory(task.observe(state, 0), proposer.history_len)
+    sampling = torch_generator(seed, proposer.device)
     picking = torch_generator(seed + 1)
     coherency: list[float] = []
     t = decisions = 0
@@ -133,17 +133,20 @@ def _coherency(
     return policy_coherency(behaviour, state, t, proposal.actions)
 
 
-class _History:
+class ObservationHistory:
     """The last `length` observations of every episode (the first one repeated at the start,
     as the training windows pad)."""
 
     def __init__(self, first: np.ndarray, length: int) -> None:
+        """Start every episode's history at its first observation. Shapes: first (B, obs)."""
         self.frames = [torch.from_numpy(first)] * length
 
     def push(self, observation: np.ndarray) -> None:
+        """Append the newest observation of every episode, dropping the oldest."""
         self.frames = [*self.frames[1:], torch.from_numpy(observation)]
 
     def newest(self) -> Tensor:
+        """Shapes: (B, obs_dim)."""
         return self.frames[-1]
 
     def tensor(self) -> Tensor:

@@ -36,7 +36,14 @@ from dmc_core.training import choose_device
 from dmc_critic import load_critic
 from dmc_envs.evaluation.config import Budget, EvalProtocol, EvaluateConfig, RunSpec
 from dmc_envs.evaluation.entropy import histogram_entropy
-from dmc_envs.evaluation.episodes import EpisodeResult, Scorer, Selection, roll_out, start_states
+from dmc_envs.evaluation.episodes import (
+    EpisodeResult,
+    ObservationHistory,
+    Scorer,
+    Selection,
+    roll_out,
+    start_states,
+)
 from dmc_envs.evaluation.plots import plot_candidates
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
 from dmc_envs.nav1d import Nav1DSolution, Nav1DTask, plot_reward_field, policy_from_dict, solve
@@ -89,14 +96,15 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     protocol = config.protocol
     budget = protocol.planner if proposer.role == "planner" else protocol.policy
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
-    identity = _identity(args.name, run, model, budget, protocol)
+    identity = _identity(args.name, run, model)
+    recipe = _protocol(model, budget, protocol)
     summary_pairs, sweep_pairs = _configurations(protocol, budget)
     results = {
         (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
     }
     rows = {
-        pair: _row(identity, pair, result, bench.solution, entropy, seconds)
+        pair: _row(identity, recipe, pair, result, bench.solution, entropy, seconds)
         for pair, (result, seconds) in results.items()
     }
     out, plots = Path(args.out), Path(args.plots)
@@ -144,9 +152,11 @@ def candidate_entropy(
     """Entropy of `entropy_candidates` candidates at each evaluation start state (the first
     decision of every episode): a property of the model, the same for every rule."""
     starts = start_states(episodes, config.seed)
-    history = torch.from_numpy(task.observe(starts, 0))[:, None].repeat(1, proposer.history_len, 1)
-    generator = torch_generator(config.seed + 2, getattr(proposer, "device", "cpu"))
-    actions = proposer.propose(history, config.entropy_candidates, generator).actions[:, :, 0]
+    history = ObservationHistory(task.observe(starts, 0), proposer.history_len)
+    generator = torch_generator(config.seed + 2, proposer.device)
+    proposal = proposer.propose(history.tensor(), config.entropy_candidates, generator)
+    actions = proposal.actions[:, :, 0]
+    # Nav1D's actions live in [-1, 1]: the histogram spans that range.
     low, high = -torch.ones(actions.shape[-1]), torch.ones(actions.shape[-1])
     return histogram_entropy(actions, low, high, config.entropy_bins)
 
@@ -164,10 +174,8 @@ def _pair(row: dict[str, Any]) -> tuple[str, int]:
     return row["selection"], row["n_candidates"]
 
 
-def _identity(
-    name: str, run: RunSpec, model: ControlModel, budget: Budget, config: EvalProtocol
-) -> dict[str, Any]:
-    """The keys every row of this run shares, with the protocol that produced it."""
+def _identity(name: str, run: RunSpec, model: ControlModel) -> dict[str, Any]:
+    """The keys that say what every row of this run evaluated."""
     return {
         "task": TASK,
         "dataset": run.dataset,
@@ -177,22 +185,27 @@ def _identity(
         "stage": run.stage,
         "run": name,
         "critic": run.critic,
-        "protocol": {
-            "episodes": budget.episodes,
-            "seed": config.seed,
-            "start_states": "uniform [-1, 1]",
-            "denoising_steps": model.formulation.num_steps,
-            "softmax_temperature": config.softmax_temperature,
-            "coherency": "dynamics kernel" if model.role == "planner" else "behaviour density",
-            "coherency_width": config.coherency_width,
-            "entropy_candidates": config.entropy_candidates,
-            "entropy_bins": config.entropy_bins,
-        },
+    }
+
+
+def _protocol(model: ControlModel, budget: Budget, config: EvalProtocol) -> dict[str, Any]:
+    """How every row of this run was produced (written into each row)."""
+    return {
+        "episodes": budget.episodes,
+        "seed": config.seed,
+        "start_states": "uniform [-1, 1]",
+        "denoising_steps": model.formulation.num_steps,
+        "softmax_temperature": config.softmax_temperature,
+        "coherency": "dynamics kernel" if model.role == "planner" else "behaviour density",
+        "coherency_width": config.coherency_width,
+        "entropy_candidates": config.entropy_candidates,
+        "entropy_bins": config.entropy_bins,
     }
 
 
 def _row(
     identity: dict[str, Any],
+    protocol: dict[str, Any],
     pair: tuple[str, int],
     result: EpisodeResult,
     solution: Nav1DSolution,
@@ -201,9 +214,8 @@ def _row(
 ) -> dict[str, Any]:
     """One row of the results contract (the keys of `summary.json`)."""
     returns = result.returns
-    row = {k: v for k, v in identity.items() if k != "protocol"}
     return {
-        **row,
+        **identity,
         "selection": pair[0],
         "n_candidates": pair[1],
         "episodes": int(returns.size),
@@ -214,7 +226,7 @@ def _row(
         "candidate_entropy": entropy,
         "decisions": result.decisions,
         "seconds": round(seconds, 3),
-        "protocol": identity["protocol"],
+        "protocol": protocol,
     }
 
 

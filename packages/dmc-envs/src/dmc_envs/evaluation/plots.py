@@ -55,9 +55,7 @@ def plot_candidates(
     title: str = "",
 ) -> Path:
     """Save normalised score against candidates (log2 axis) for each rule of `sweep` rows."""
-    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
-    _draw_candidates(fig.add_subplot(), sweep, baseline, title)
-    return _save(fig, path)
+    return plot_candidates_grid([(title, sweep, baseline)], path)
 
 
 def plot_candidates_grid(

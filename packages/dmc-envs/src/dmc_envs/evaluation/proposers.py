@@ -41,6 +41,7 @@ class Proposer(Protocol):
     role: str  # "planner" or "policy"
     history_len: int
     action_exec: int
+    device: torch.device  # where its sampling generator must live
 
     def propose(self, history: Tensor, n: int, generator: torch.Generator) -> Proposal:
         """`n` candidates per history. Shapes: history (B, To, obs_dim)."""
