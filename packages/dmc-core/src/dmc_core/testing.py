@@ -19,6 +19,7 @@ from dmc_core.data import TransitionDataset
 __all__ = [
     "LinearDenoiser",
     "RecordingDenoiser",
+    "assert_inpainted",
     "check_entry_point",
     "run_module",
     "torch_threads",
@@ -103,3 +104,21 @@ class RecordingDenoiser:
     def __call__(self, z_t: Tensor, t: Tensor, cond: Any) -> Tensor:
         self.inputs.append((z_t, t))
         return torch.zeros_like(z_t)
+
+
+def assert_inpainted(
+    result: Any, mask: Tensor, values: Tensor, densities: slice = slice(None)
+) -> None:
+    """Assert that a sample holds `values` where `mask` is True at every step, and that the
+    log-probabilities of the steps in `densities` count only the free entries.
+
+    Shapes:
+        mask (bool), values: the sample's shape (B, D).
+    """
+    assert torch.equal(result.x0[mask], values[mask])
+    assert torch.equal(result.steps[0].z_t[mask], values[mask])
+    for step in result.steps:
+        assert torch.equal(step.z_prev[mask], values[mask])
+    for step in result.steps[densities]:
+        elementwise = torch.distributions.Normal(step.mean, step.std).log_prob(step.z_prev)
+        assert torch.allclose(step.log_prob, (elementwise * ~mask).sum(1))
