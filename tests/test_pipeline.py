@@ -24,8 +24,11 @@ pytestmark = pytest.mark.slow
 DATASETS = ("partial", "full", "expert")
 MODELS = ("diffuser", "policy")
 PRETRAIN = {f"pretrain@{name}" for name in MODELS}
-EVALUATE = {f"evaluate@{name}" for name in MODELS} | {"summarize"}
-DOWNSTREAM = PRETRAIN | {"fit_critic@full"} | EVALUATE
+PASSES = {name: (f"{name}_sft", f"{name}_qvpg") for name in MODELS}
+ALIGN = {f"align@{p}" for passes in PASSES.values() for p in passes}
+RUNS = {name: {name, *PASSES[name], f"{name}_aligned"} for name in MODELS}
+EVALUATE = {f"evaluate@{run}" for runs in RUNS.values() for run in runs} | {"summarize"}
+DOWNSTREAM = PRETRAIN | {"fit_critic@full"} | ALIGN | EVALUATE
 CONTRACT_KEYS = {
     "task",
     "dataset",
@@ -139,10 +142,12 @@ def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) ->
         ("policy", "none", 1),
         ("policy", "q_argmax", 2),
     }
+    stages = {(r["model"], r["stage"]) for r in rows}
+    assert stages == {(m, s) for m in MODELS for s in ("foundation", "sft", "qvpg", "aligned")}
     for row in rows:
         assert set(row) >= CONTRACT_KEYS
         assert row["task"] == "nav1d" and row["dataset"] == "full"
-        assert row["stage"] == "foundation" and row["formulation"] == "ddpm"
+        assert row["formulation"] == "ddpm"
         assert row["episodes"] == 4 and row["protocol"]["episodes"] == 4
         assert row["coherency"] >= 0.0 and 0.0 <= row["candidate_entropy"] <= 2.0
     plots = workdir / "data" / "plots"
@@ -156,6 +161,35 @@ def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) ->
     assert (plots / "summary" / "learning_curves.png").is_file()
     shown = json.loads(dvc(workdir, "metrics", "show", "--json").stdout)
     assert "diffuser" in json.dumps(shown) and "headline.json" in json.dumps(shown)
+
+
+def test_repro_aligns_every_pass_and_records_its_schedule(workdir: Path) -> None:
+    for name, passes in PASSES.items():
+        for key in passes:
+            directory = workdir / "data" / "models" / key
+            record = json.loads((directory / "metrics.json").read_text())
+            assert record["pass"] == key and record["foundation"] == name
+            assert record["stop_reason"] in {"max_steps", "converged", "gave_up"}
+            assert isinstance(record["events"], list)
+            assert (directory / "adapter.safetensors").is_file()
+            model = load_model(directory / "model.safetensors")
+            assert (
+                model.kind
+                == load_model(workdir / "data" / "models" / name / "model.safetensors").kind
+            )
+            assert (directory / "live" / "plots" / "metrics" / "align" / "objective.tsv").is_file()
+    assert (workdir / "data" / "plots" / "summary" / "alignment_curves.png").is_file()
+
+
+def test_editing_a_later_pass_reruns_only_that_pass_onward(workdir: Path) -> None:
+    set_param(workdir, "align.passes.policy_qvpg.qvpg.bc_weight", 0.2)
+    ran = ran_stages(dvc(workdir, "repro").stdout)
+    assert ran == {
+        "align@policy_qvpg",
+        "evaluate@policy_qvpg",
+        "evaluate@policy_aligned",
+        "summarize",
+    }
 
 
 def test_second_repro_does_nothing(workdir: Path) -> None:
@@ -177,7 +211,9 @@ def test_switching_the_formulation_retrains_only_that_model(
 ) -> None:
     set_param(workdir, f"pretrain.models.{model}.formulation.name", formulation)
     ran = ran_stages(dvc(workdir, "repro").stdout)
-    assert ran == {f"pretrain@{model}", f"evaluate@{model}", "summarize"}
+    aligned = {f"align@{p}" for p in PASSES[model]}
+    evaluated = {f"evaluate@{run}" for run in RUNS[model]}
+    assert ran == {f"pretrain@{model}", *aligned, *evaluated, "summarize"}
     rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
     assert {r["formulation"] for r in rows if r["model"] == model} == {formulation}
     loaded = load_model(workdir / "data" / "models" / model / "model.safetensors")

@@ -286,6 +286,28 @@ class ChainSampler:
     ) -> tuple[Tensor, float]:
         raise NotImplementedError
 
+    def step_gaussian(
+        self,
+        denoiser: Denoiser,
+        index: int,
+        z_t: Tensor,
+        cond: Any,
+        *,
+        clip_x0: float | None = None,
+    ) -> tuple[Tensor, float]:
+        """The mean and std of reverse step `index` (0 = noisiest) from `z_t`, as `sample` draws it.
+
+        Policy-gradient alignment re-scores recorded steps under a changed network with this:
+        `gaussian_log_prob(record.z_prev, mean, max(std, floor))` is the step's log-probability
+        (DDPO, DPPO). The std is the formulation's, before any floor.
+
+        Shapes:
+            z_t: (B, ...); returns mean (B, ...).
+        """
+        t = self.timesteps[index]
+        t_batch = self.network_time(torch.full((z_t.shape[0],), t, device=z_t.device))
+        return self._step_gaussian(clip_x0, index, z_t, denoiser(z_t, t_batch, cond))
+
     def sample(
         self,
         denoiser: Denoiser,

@@ -78,6 +78,18 @@ class Formulation(Protocol):
         """Training times, (batch,), in the units `loss(t=...)` takes."""
         ...
 
+    def step_gaussian(
+        self,
+        denoiser: Denoiser,
+        index: int,
+        z_t: Tensor,
+        cond: Any,
+        *,
+        clip_x0: float | None = None,
+    ) -> tuple[Tensor, float]:
+        """Mean and std of reverse step `index`; see `ChainSampler.step_gaussian`."""
+        ...
+
     def snr(self, t: Tensor) -> Tensor:
         """Signal-to-noise ratio alpha^2 / sigma^2 at times t, (B,) float32, decreasing in t."""
         ...

@@ -133,6 +133,48 @@ class ControlModel(nn.Module):
             self.net, shape, cond, generator, inpaint=inpaint, **sampler_options
         )
 
+    def denoising_loss(
+        self,
+        z0: Tensor,
+        history: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Per-sample diffusion loss of given samples `z_0` under their histories' conditioning.
+
+        The conditioning is the one sampling uses (`condition`): the network's condition input,
+        and for planners the in-painted current state, which is fixed in z_t and left out of the
+        loss. It is the loss alignment trains on (SFT), compares between two networks at a shared
+        `t` and `noise` (Diffusion-DPO), and averages over times as a likelihood estimate (an
+        ELBO surrogate: a lower loss means a likelier sample).
+
+        Shapes:
+            z0: (B, horizon, transition_dim) normalised; history: (B, To, obs_dim).
+            t: (B,) in the formulation's units; noise: z0's shape. returns: (B,).
+        """
+        self._check_history(history)
+        cond, inpaint = self.condition(history)
+        mask = None if inpaint is None else inpaint[0]
+        return self.formulation.loss(self.net, z0, cond, generator, mask, t=t, noise=noise)
+
+    def step_gaussian(
+        self, history: Tensor, index: int, z_t: Tensor
+    ) -> tuple[Tensor, float, Tensor | None]:
+        """Mean, std and free entries of reverse step `index` (0 = noisiest) from `z_t`.
+
+        What the sampler draws `z_{t-1}` from at that step, under the network as it is now:
+        policy-gradient alignment re-scores recorded steps with it. `free` is False on the
+        in-painted entries (they carry no density), None when nothing is in-painted.
+
+        Shapes:
+            history: (B, To, obs_dim); z_t, mean: (B, horizon, transition_dim).
+        """
+        cond, inpaint = self.condition(history)
+        mean, std = self.formulation.step_gaussian(self.net, index, z_t, cond)
+        return mean, std, None if inpaint is None else ~inpaint[0]
+
     @torch.no_grad()
     def act(self, history: Tensor, generator: torch.Generator) -> Tensor:
         """Sample and decode the actions to execute (no gradients, no records).

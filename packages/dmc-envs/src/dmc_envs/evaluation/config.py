@@ -27,6 +27,8 @@ class RunSpec:
     dataset: str = knob("full", doc="make_dataset entry the model learned from (its task)")
     critic: str = knob("full", doc="fit_critic entry that ranks the candidates")
     stage: str = knob("foundation", doc="what the model is: foundation, an alignment pass, ...")
+    label: str = knob("", doc="model name in the rows (empty: `model`); passes give their base")
+    sweep: bool = knob(True, doc="run the candidates sweep (off for intermediate passes)")
 
 
 def _foundation_runs() -> dict[str, RunSpec]:

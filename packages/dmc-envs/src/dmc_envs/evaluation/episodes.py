@@ -45,13 +45,15 @@ class EpisodeResult:
     """What a batch of evaluation episodes produced.
 
     Shapes:
-        returns: (episodes,); positions: (episodes, H + 1) the states visited.
+        returns: (episodes,); positions: (episodes, H + 1) the states visited;
+        actions: (episodes, H) the actions executed (online fine-tuning learns from them).
     """
 
     returns: np.ndarray
     positions: np.ndarray
     coherency: float
     decisions: int
+    actions: np.ndarray
 
 
 def start_states(episodes: int, seed: int) -> np.ndarray:
@@ -82,6 +84,7 @@ def roll_out(
     sampling = torch_generator(seed, proposer.device)
     picking = torch_generator(seed + 1)
     coherency: list[float] = []
+    actions: list[np.ndarray] = []
     t = decisions = 0
     while t < task.horizon:
         proposal = proposer.propose(history.tensor(), selection.candidates, sampling)
@@ -90,12 +93,19 @@ def roll_out(
         decisions += 1
         for j in range(min(proposer.action_exec, task.horizon - t)):
             action = chosen[:, j, 0].double().numpy()
+            actions.append(action)
             state = task.next_state(state, action)
             returns += task.reward(t, state)
             t += 1
             positions.append(state.copy())
             history.push(task.observe(state, t))
-    return EpisodeResult(returns, np.stack(positions, axis=1), float(np.mean(coherency)), decisions)
+    return EpisodeResult(
+        returns,
+        np.stack(positions, axis=1),
+        float(np.mean(coherency)),
+        decisions,
+        np.stack(actions, axis=1),
+    )
 
 
 def _select(

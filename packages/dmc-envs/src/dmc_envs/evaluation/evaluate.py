@@ -98,7 +98,7 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
     identity = _identity(args.name, run, model)
     recipe = _protocol(model, budget, protocol)
-    summary_pairs, sweep_pairs = _configurations(protocol, budget)
+    summary_pairs, sweep_pairs = _configurations(protocol, budget, run.sweep)
     results = {
         (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
@@ -116,7 +116,8 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
         _plot_episodes(bench.task, row, results[_pair(row)][0], plots, protocol.plot_trajectories)
         _log_row(args.name, row)
     baseline = next((r for r in summary if r["selection"] == "none"), None)
-    plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
+    if sweep:
+        plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
 
 
 def evaluate_proposer(
@@ -162,11 +163,12 @@ def candidate_entropy(
 
 
 def _configurations(
-    config: EvalProtocol, budget: Budget
+    config: EvalProtocol, budget: Budget, sweep_on: bool = True
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """The (rule, candidates) pairs of the summary rows and of the sweep."""
+    """The (rule, candidates) pairs of the summary rows and of the sweep (empty if off)."""
     summary = [(rule, 1 if rule == "none" else budget.candidates) for rule in config.rules]
-    sweep = [(rule, n) for rule in config.sweep_rules for n in config.sweep_candidates]
+    rules = config.sweep_rules if sweep_on else []
+    sweep = [(rule, n) for rule in rules for n in config.sweep_candidates]
     return list(dict.fromkeys(summary)), list(dict.fromkeys(sweep))
 
 
@@ -179,7 +181,7 @@ def _identity(name: str, run: RunSpec, model: ControlModel) -> dict[str, Any]:
     return {
         "task": TASK,
         "dataset": run.dataset,
-        "model": run.model,
+        "model": run.label or run.model,
         "kind": model.kind,
         "formulation": model.spec.formulation.name,
         "stage": run.stage,

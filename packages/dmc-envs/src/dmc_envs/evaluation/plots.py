@@ -78,9 +78,11 @@ def read_curve(path: str | os.PathLike[str]) -> tuple[list[float], list[float]]:
 
 
 def plot_learning_curves(
-    curves: Mapping[str, str | os.PathLike[str]], path: str | os.PathLike[str]
+    curves: Mapping[str, str | os.PathLike[str]],
+    path: str | os.PathLike[str],
+    label: str = "training loss",
 ) -> Path:
-    """One panel per training run: its logged training loss against the step (log y axis)."""
+    """One panel per run: its logged metric (`label`) against the step (log y if positive)."""
     names = sorted(curves)
     fig = Figure(figsize=(4.0 * max(1, len(names)), 3.2), layout="constrained")
     axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
@@ -90,7 +92,7 @@ def plot_learning_curves(
         if values and min(values) > 0:
             ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel(label)
         ax.set_title(name, fontsize="medium")
         ax.grid(alpha=0.3)
     return _save(fig, path)

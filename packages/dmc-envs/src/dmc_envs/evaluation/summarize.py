@@ -9,8 +9,9 @@ with one object per evaluated configuration (task, dataset, model, formulation, 
 selection, n_candidates, episodes, return_mean, return_std, normalized_score, coherency,
 candidate_entropy, and the protocol). `dvc metrics show` cannot display a list, so the same
 numbers also go to `headline.json`, nested as run -> "<selection>@<n>" -> metric. The pictures:
-`candidates.png` (score against candidates, one panel per run) and `learning_curves.png` (the
-training loss of every model and critic, from their dvclive logs).
+`candidates.png` (score against candidates, one panel per run with a sweep),
+`learning_curves.png` (the training loss of every model and critic, from their dvclive logs) and
+`alignment_curves.png` (the held-out objective of every alignment pass).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ CONTRACT_KEYS = (
     "candidate_entropy",
 )
 _ORDER = ("task", "dataset", "model", "stage", "selection", "n_candidates")
+TRAINING_CURVE = "train/loss"
+ALIGNMENT_CURVE = "align/objective"
 
 
 def summarize(config: SummarizeConfig, args: argparse.Namespace) -> None:
@@ -62,12 +65,19 @@ def summarize(config: SummarizeConfig, args: argparse.Namespace) -> None:
     panels = [
         (name, doc["sweep"], next((r for r in doc["rows"] if r["selection"] == "none"), None))
         for name, doc in documents.items()
+        if doc["sweep"]
     ]
     plots = Path(args.plots)
     plot_candidates_grid(panels, plots / "candidates.png")
-    curves = training_curves([Path(p) for p in args.training.split(",") if p])
+    directories = [Path(p) for p in args.training.split(",") if p]
+    curves = training_curves(directories)
     if curves:
         plot_learning_curves(curves, plots / "learning_curves.png")
+    objectives = training_curves(directories, ALIGNMENT_CURVE)
+    if objectives:
+        plot_learning_curves(
+            objectives, plots / "alignment_curves.png", "held-out objective r(z_0)"
+        )
     log.info("summary of %d configurations:\n%s", len(rows), markdown_table(rows))
 
 
@@ -90,13 +100,14 @@ def collect_results(directory: Path) -> dict[str, dict[str, Any]]:
     return documents
 
 
-def training_curves(directories: list[Path]) -> dict[str, Path]:
-    """The training-loss logs (dvclive) of every run under the given directories, by
-    "<directory>/<run>"."""
+def training_curves(directories: list[Path], metric: str = TRAINING_CURVE) -> dict[str, Path]:
+    """One dvclive metric log (default the training loss) of every run under the given
+    directories, by "<directory>/<run>"."""
     found = {}
+    depth = metric.count("/") + 3
     for directory in directories:
-        for path in sorted(directory.glob("*/live/plots/metrics/train/loss.tsv")):
-            found[f"{directory.name}/{path.parents[4].name}"] = path
+        for path in sorted(directory.glob(f"*/live/plots/metrics/{metric}.tsv")):
+            found[f"{directory.name}/{path.parents[depth].name}"] = path
     return found
 
 

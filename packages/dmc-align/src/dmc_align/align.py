@@ -1,0 +1,216 @@
+"""Stage `align`: one pass of the alignment recipe (one DVC stage instance per pass).
+
+    python -m dmc_align align --name diffuser_qvpg \
+        --foundation data/models/diffuser/model.safetensors --init data/models/diffuser \
+        --dataset data/datasets/nav1d/full.hdf5 --critic data/critics/full/critic.safetensors \
+        --out data/models/diffuser_qvpg
+
+It loads the foundation, attaches the recipe's LoRA adapters and, if `--init` is a previous
+pass's directory, that pass's adapters; runs the pass's method under the automatic schedule
+(`dmc_align.schedule`); and writes into `--out`:
+    model.safetensors (+ .yaml)    the model with the adapters merged: every stage loads it like
+                                   a foundation, and the next pass's `--init` reads the adapters
+    adapter.safetensors (+ .yaml)  the adapters alone, with their LoRA spec
+    metrics.json                   the objective before and after, why it stopped, every event
+                                   (convergence, rollbacks with their cause, critic updates)
+    live/                          dvclive curves of the objective, the loss, the learning rate
+    critic.safetensors (+ .yaml)   the critic as the pass left it (changed by online fine-tuning)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dmc_align.conditions import ConditionPool
+from dmc_align.lora import attach_lora, load_adapters, merged_copy, save_adapters
+from dmc_align.methods import AlignContext, build_method
+from dmc_align.online import OnlineTuner
+from dmc_align.rewards import PlanReturn, QFirstAction, RewardModel
+from dmc_align.schedule import PassOutcome, PassRunner
+from dmc_align.spec import AlignConfig, PassSpec
+from dmc_core.atomic import atomic_write_text
+from dmc_core.config import entry, to_plain
+from dmc_core.data import TransitionDataset, read_dataset
+from dmc_core.errors import ConfigError
+from dmc_core.models import ControlModel, WindowSampler, load_model, save_model
+from dmc_core.seeding import torch_generator
+from dmc_core.training import choose_device
+from dmc_critic import IQLCritic, load_critic, save_critic
+from dmc_envs.evaluation.evaluate import Nav1DBench
+
+__all__ = ["align", "run_pass"]
+
+log = logging.getLogger(__name__)
+OBJECTIVE_SEED_OFFSET = 17
+
+
+def align(config: AlignConfig, args: argparse.Namespace) -> None:
+    """Run pass `args.name` of `config.passes` (see the module docstring)."""
+    spec = entry(config.passes, args.name, "align.passes", args.params)
+    device = choose_device(config.device)
+    model = load_model(args.foundation, device=str(device))
+    dataset = read_dataset(args.dataset)
+    critic = load_critic(args.critic, device=str(device))
+    _check_sources(args, spec, model, critic)
+    attach_lora(model, config.lora)
+    continued = load_adapters(args.init, model, config.lora)
+    if (spec.after != spec.model) != continued:
+        raise ConfigError(
+            f"{args.params}: align.passes.{args.name}.after is '{spec.after}' but --init "
+            f"{args.init} {'holds' if continued else 'holds no'} adapters"
+        )
+    out = Path(args.out)
+    began = time.perf_counter()
+    outcome = run_pass(args.name, spec, model, dataset, critic, config.base.seed, out)
+    seconds = time.perf_counter() - began
+    _write_outputs(out, args.name, spec, config, model, outcome, seconds)
+    # The critic as the pass leaves it: fine-tuned with online data, else the one it was given.
+    save_critic(
+        out / "critic.safetensors", critic, {"pass": args.name, "online": spec.online.enabled}
+    )
+
+
+def run_pass(
+    name: str,
+    spec: PassSpec,
+    model: ControlModel,
+    dataset: TransitionDataset,
+    critic: IQLCritic,
+    seed: int,
+    out: Path | None = None,
+) -> PassOutcome:
+    """Align `model` (adapters attached) by one pass; it ends on the best state it saw."""
+    model.train()
+    generator = torch_generator(seed + zlib.crc32(name.encode()) % 100_000)
+    conditions = ConditionPool.from_dataset(
+        dataset, model.history_len, spec.held_out, torch_generator(seed)
+    )
+    windows = WindowSampler(dataset, model.horizon, model.history_len)
+    context = AlignContext(model, _reward(spec, model, dataset, critic), spec, windows)
+    online = None
+    if spec.online.enabled:
+        bench = Nav1DBench.from_dataset(dataset, spec.dataset)
+        online = OnlineTuner(
+            spec.online, model, critic, dataset, bench.task, bench.behaviour, conditions, seed
+        )
+    with _Progress(name, spec, out) as progress:
+        runner = PassRunner(
+            context,
+            build_method(context),
+            conditions,
+            generator,
+            objective_seed=seed + OBJECTIVE_SEED_OFFSET,
+            on_round=lambda step: progress.advance() or (online is not None and online(step)),
+            on_measure=progress.measured,
+        )
+        outcome = runner.run()
+    log.info(
+        "%s: objective %.4f -> %.4f (best at step %d of %d; %s; %d events)",
+        name,
+        outcome.initial_objective,
+        outcome.best_objective,
+        outcome.best_step,
+        outcome.steps,
+        outcome.stop_reason,
+        len(outcome.events),
+    )
+    return outcome
+
+
+def _reward(
+    spec: PassSpec, model: ControlModel, dataset: TransitionDataset, critic: IQLCritic
+) -> RewardModel:
+    if spec.reward == "q_first_action":
+        return QFirstAction(critic)
+    if model.role != "planner":
+        raise ConfigError(f"reward plan_return needs a planner; '{spec.model}' is a {model.kind}")
+    task = Nav1DBench.from_dataset(dataset, spec.dataset).task
+    return PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
+
+
+def _check_sources(
+    args: argparse.Namespace, spec: PassSpec, model: ControlModel, critic: IQLCritic
+) -> None:
+    where = f"{args.params}: align.passes.{args.name}"
+    if model.spec.dataset != spec.dataset:
+        raise ConfigError(
+            f"{where}.dataset is '{spec.dataset}' but {args.foundation} learned from "
+            f"'{model.spec.dataset}'"
+        )
+    if critic.spec.dataset != spec.dataset:
+        raise ConfigError(
+            f"{where}: the critic {args.critic} learned from '{critic.spec.dataset}', "
+            f"the pass aligns on '{spec.dataset}'"
+        )
+
+
+def _write_outputs(
+    out: Path,
+    name: str,
+    spec: PassSpec,
+    config: AlignConfig,
+    model: ControlModel,
+    outcome: PassOutcome,
+    seconds: float,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "pass": name,
+        "method": spec.method,
+        "foundation": spec.model,
+        "after": spec.after,
+        "seconds": round(seconds, 2),
+        "rollbacks": sum(1 for e in outcome.events if "action" in e),
+        **{k: v for k, v in asdict(outcome).items() if k != "curve"},
+    }
+    save_adapters(out, model, config.lora)
+    save_model(
+        out / "model.safetensors",
+        merged_copy(model).eval(),
+        {"alignment": {**record, "spec": to_plain(spec)}},
+    )
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
+
+
+class _Progress:
+    """Progress bar over the pass's updates and dvclive curves of its measurements."""
+
+    def __init__(self, name: str, spec: PassSpec, out: Path | None) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=spec.max_steps, desc=f"align {name} ({spec.method})", unit="step")
+        self.live = None
+        if out is not None:
+            from dvclive import Live
+
+            self.live = Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+        if self.live is not None:
+            self.live.end()
+
+    def advance(self) -> None:
+        """One update done."""
+        self.bar.update(1)
+
+    def measured(self, step: int, values: dict[str, float]) -> None:
+        """Show and log one measurement of the objective."""
+        self.bar.set_postfix(objective=f"{values['objective']:.3f}", lr=f"{values['lr']:.2g}")
+        if self.live is None:
+            return
+        self.live.step = step
+        for key, value in values.items():
+            self.live.log_metric(f"align/{key}", value)

@@ -1,0 +1,152 @@
+"""LoRA adapters (peft) around a control model: what every alignment pass trains.
+
+`attach_lora` wraps the model's denoiser network with peft adapters on its Linear (and Conv1d)
+layers and freezes everything else; the base weights stay the foundation's, so the frozen
+reference pi_ref of every method is the same network with its adapters switched off
+(`reference_mode`), and no second copy is kept. A pass saves only the adapters
+(`save_adapters`); the next pass loads them onto the foundation and continues training the same
+adapter set (spec §4: one adapter set shared across methods). For evaluation the adapters are
+merged into a plain copy of the model (`merged_copy`), which every stage loads like a foundation.
+
+References:
+    Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021); peft's `LoraConfig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import peft
+import torch
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from dmc_align.spec import LoraSpec
+from dmc_core.checkpoint import load_checkpoint, save_checkpoint
+from dmc_core.config import to_plain
+from dmc_core.errors import CheckpointError
+from dmc_core.models import ControlModel
+
+__all__ = [
+    "ADAPTER_FILE",
+    "adapter_state",
+    "attach_lora",
+    "load_adapter_state",
+    "load_adapters",
+    "lora_targets",
+    "merged_copy",
+    "reference_mode",
+    "save_adapters",
+]
+
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CHECKPOINT_KIND = "dmc-lora-adapters"
+_LAYER_TYPES = {"linear": nn.Linear, "conv1d": nn.Conv1d}
+
+
+def lora_targets(net: nn.Module, spec: LoraSpec) -> list[str]:
+    """Names of the layers of `net` whose type `spec.layers` selects (exact types, so that e.g.
+    ConvTranspose1d, which peft cannot adapt, is never picked)."""
+    types = tuple(_LAYER_TYPES[name] for name in spec.layers)
+    return [name for name, module in net.named_modules() if type(module) in types]
+
+
+def attach_lora(model: ControlModel, spec: LoraSpec) -> ControlModel:
+    """Wrap `model.net` with fresh LoRA adapters (B = 0: the model is unchanged) in place.
+
+    Everything but the adapters (and the biases `spec.bias` names) is frozen.
+
+    Raises:
+        ValueError: the network has no layer of the selected types.
+    """
+    targets = lora_targets(model.net, spec)
+    if not targets:
+        raise ValueError(f"{model.kind}: no {spec.layers} layer to adapt")
+    config = peft.LoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=targets,
+        bias=spec.bias,
+    )
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    model.net = peft.get_peft_model(model.net, config)
+    return model
+
+
+def _peft_net(model: ControlModel) -> peft.PeftModel:
+    if not isinstance(model.net, peft.PeftModel):
+        raise TypeError(f"{model.kind}: no LoRA adapters attached (use attach_lora)")
+    return model.net
+
+
+@contextlib.contextmanager
+def reference_mode(model: ControlModel) -> Iterator[ControlModel]:
+    """Inside the block the model is pi_ref, the foundation: adapters off, no gradients."""
+    with _peft_net(model).disable_adapter(), torch.no_grad():
+        yield model
+
+
+def adapter_state(model: ControlModel) -> dict[str, torch.Tensor]:
+    """A detached copy of the adapter weights (what a pass trains, saves and rolls back to)."""
+    state = peft.get_peft_model_state_dict(_peft_net(model))
+    return {name: tensor.detach().clone() for name, tensor in state.items()}
+
+
+def load_adapter_state(model: ControlModel, state: dict[str, torch.Tensor]) -> None:
+    """Set the adapter weights from `adapter_state` output.
+
+    Raises:
+        CheckpointError: the state does not fit this model's adapters.
+    """
+    net = _peft_net(model)
+    result = peft.set_peft_model_state_dict(net, state)
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    if unexpected:
+        raise CheckpointError(f"adapter weights do not fit the model: {unexpected[:3]}")
+
+
+def save_adapters(directory: str | os.PathLike[str], model: ControlModel, spec: LoraSpec) -> Path:
+    """Write the adapters to `<directory>/adapter.safetensors` with their LoRA spec."""
+    config = {"checkpoint_kind": ADAPTER_CHECKPOINT_KIND, "lora": to_plain(spec)}
+    return save_checkpoint(Path(directory) / ADAPTER_FILE, adapter_state(model), config)
+
+
+def load_adapters(directory: str | os.PathLike[str], model: ControlModel, spec: LoraSpec) -> bool:
+    """Load the adapters a previous pass left in `directory` onto `model`.
+
+    Returns:
+        False if `directory` holds no adapters (it is a foundation model's directory).
+
+    Raises:
+        CheckpointError: the adapters were made with another LoRA spec, or do not fit.
+    """
+    path = Path(directory) / ADAPTER_FILE
+    if not path.exists():
+        return False
+    checkpoint = load_checkpoint(path)
+    recorded = checkpoint.config.get("lora")
+    if recorded != to_plain(spec):
+        raise CheckpointError(
+            f"{path}: adapters made with LoRA {recorded}, this run's is {to_plain(spec)}; "
+            "re-run the recipe from its first pass"
+        )
+    load_adapter_state(model, checkpoint.tensors)
+    return True
+
+
+def merged_copy(model: ControlModel) -> ControlModel:
+    """A copy of the model with the adapters merged into plain layers (for saving/evaluation)."""
+    merged = copy.deepcopy(model)
+    merged.net = _peft_net(merged).merge_and_unload()
+    for module in merged.modules():
+        if isinstance(module, LoraLayer):  # pragma: no cover - merge_and_unload removes them
+            raise RuntimeError("adapters left after merging")
+    for parameter in merged.parameters():
+        parameter.requires_grad_(True)
+    return merged

@@ -1,0 +1,158 @@
+"""Online fine-tuning (spec §4.6): roll the model out, add the data, keep training the critic.
+
+Every `online.every` updates of a pass, the current model (one sample per decision) plays
+`online.episodes` Nav1D episodes from uniform start states. Their transitions join an online
+buffer; the critic then takes `online.critic_steps` IQL updates on batches that draw
+`online_fraction` of their rows from that buffer and the rest from the offline dataset; and the
+histories the rollouts visited join the pass's training conditions. So on a dataset with partial
+coverage the critic learns about the states the aligned model actually reaches.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from dmc_align.conditions import ConditionPool
+from dmc_align.spec import OnlineSpec
+from dmc_core.data import TransitionDataset
+from dmc_core.models import ControlModel, WindowSampler
+from dmc_critic import IQLCritic, TransitionSampler
+from dmc_critic.fit import train_step
+from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
+from dmc_envs.evaluation.proposers import ModelProposer
+from dmc_envs.nav1d import Nav1DTask
+from dmc_envs.nav1d.behaviour import BehaviourPolicy
+
+__all__ = ["OnlineTuner", "episodes_to_dataset"]
+
+log = logging.getLogger(__name__)
+
+
+def episodes_to_dataset(task: Nav1DTask, result: EpisodeResult) -> TransitionDataset:
+    """The transitions of rolled-out episodes in the dataset layout (time-limit ends).
+
+    Shapes:
+        result.positions (E, H + 1), result.actions (E, H) -> E x H rows.
+    """
+    episodes, horizon = result.actions.shape
+    t = np.broadcast_to(np.arange(horizon), (episodes, horizon))
+    states, next_states = result.positions[:, :-1], result.positions[:, 1:]
+    timeouts = np.zeros((episodes, horizon), dtype=bool)
+    timeouts[:, -1] = True
+    return TransitionDataset(
+        observations=task.observe(states, t).reshape(-1, 2),
+        actions=result.actions.reshape(-1, 1).astype(np.float32),
+        rewards=task.reward(t, next_states).reshape(-1).astype(np.float32),
+        terminals=np.zeros(episodes * horizon, dtype=bool),
+        timeouts=timeouts.reshape(-1),
+        next_observations=task.observe(next_states, t + 1).reshape(-1, 2),
+    )
+
+
+def _concatenate(first: TransitionDataset, second: TransitionDataset) -> TransitionDataset:
+    arrays = {
+        key: np.concatenate([value, getattr(second, key)]) for key, value in first.arrays().items()
+    }
+    return TransitionDataset(**arrays, attrs=first.attrs)
+
+
+class OnlineTuner:
+    """The online rounds of one pass (see the module docstring)."""
+
+    def __init__(
+        self,
+        spec: OnlineSpec,
+        model: ControlModel,
+        critic: IQLCritic,
+        dataset: TransitionDataset,
+        task: Nav1DTask,
+        behaviour: BehaviourPolicy,
+        conditions: ConditionPool,
+        seed: int,
+    ) -> None:
+        """Keep what the rounds need; the critic gets its own optimiser (IQL's lr)."""
+        self.spec, self.model, self.critic = spec, model, critic
+        self.dataset, self.task, self.behaviour = dataset, task, behaviour
+        self.conditions, self.seed = conditions, seed
+        self.buffer: TransitionDataset | None = None
+        self.rounds = 0
+        self.optimizer = torch.optim.Adam(critic.trainable_parameters(), lr=critic.spec.train.lr)
+        self.returns: list[float] = []
+
+    def __call__(self, step: int) -> bool:
+        """Run a round if one is due after update `step`; True if the critic changed."""
+        if step % self.spec.every:
+            return False
+        self.round()
+        return self.spec.critic_steps > 0
+
+    def round(self) -> None:
+        """Roll out, grow the buffer and the conditions, train the critic."""
+        self.rounds += 1
+        result = self.roll_out()
+        new = episodes_to_dataset(self.task, result)
+        self.buffer = new if self.buffer is None else _concatenate(self.buffer, new)
+        self.conditions.extend(_histories(new, self.model.history_len))
+        self.returns.append(float(result.returns.mean()))
+        log.info(
+            "online round %d: mean return %.3f, buffer %d transitions",
+            self.rounds,
+            self.returns[-1],
+            len(self.buffer),
+        )
+        self.train_critic()
+
+    def roll_out(self) -> EpisodeResult:
+        """Episodes of the current model, one sample per decision."""
+        proposer = ModelProposer(self.model)
+        try:
+            return roll_out(
+                self.task,
+                proposer,
+                Selection("none", 1),
+                None,
+                self.behaviour,
+                episodes=self.spec.episodes,
+                seed=self.seed + 7919 * self.rounds,
+                coherency_width=0.05,
+            )
+        finally:
+            self.model.train()
+
+    def train_critic(self) -> None:
+        """`critic_steps` IQL updates on offline + online rows in the configured mixture."""
+        assert self.buffer is not None
+        combined = _concatenate(self.dataset, self.buffer)
+        sampler = TransitionSampler(combined, self.critic.spec, _device(self.critic))
+        offline, online = len(self.dataset), len(self.buffer)
+        generator = torch.Generator().manual_seed(self.seed + self.rounds)
+        batch = self.spec.critic_batch
+        from_online = max(1, round(self.spec.online_fraction * batch))
+        trainable = list(self.critic.trainable_parameters())
+        for parameter in trainable:
+            parameter.requires_grad_(True)
+        self.critic.train()
+        for _ in range(self.spec.critic_steps):
+            rows = torch.cat(
+                [
+                    torch.randint(offline, (batch - from_online,), generator=generator),
+                    offline + torch.randint(online, (from_online,), generator=generator),
+                ]
+            )
+            train_step(self.critic, self.optimizer, sampler.batch(rows.to(sampler.device)))
+        self.critic.eval()
+        for parameter in trainable:
+            parameter.requires_grad_(False)
+
+
+def _histories(dataset: TransitionDataset, length: int) -> torch.Tensor:
+    """Observation histories of every row of episode-major rolled-out transitions."""
+    windows = WindowSampler(dataset, horizon=1, history=length)
+    return windows.window(torch.arange(windows.num_starts)).history
+
+
+def _device(critic: IQLCritic) -> torch.device:
+    return next(critic.parameters()).device

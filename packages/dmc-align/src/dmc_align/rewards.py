@@ -1,0 +1,113 @@
+"""r(z_0): the reward signal of a sample, and the entropy bonus against narrowing (spec §4.1, §4.6).
+
+- `q_first_action`: the critic's Q(s, a_0) of the sample's first action at the current
+  observation (every model kind).
+- `plan_return`: the task's return along the planned trajectory, sum_k r(t + k, s_{k+1}), for
+  planners (only as honest as the plan is coherent: the critic never sees it).
+
+Both are differentiable in z_0, which Q-value policy gradient needs. The entropy bonus of a sample
+is the Kozachenko-Leonenko term log(distance to the nearest other sample of the same condition):
+it rewards spread, so every method that ranks or weights by reward sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from dmc_core.models import ControlModel
+from dmc_critic import IQLCritic
+
+__all__ = ["PlanReturn", "QFirstAction", "RewardModel", "entropy_bonus", "nearest_neighbour_log"]
+
+
+class RewardModel(Protocol):
+    """r(z_0) of a batch of samples given their histories, differentiable in z_0."""
+
+    def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
+        """Shapes: z0 (B, horizon, transition_dim) normalised; history (B, To, obs); -> (B,)."""
+        ...
+
+
+class QFirstAction:
+    """Q(s, a_0): the (frozen) critic's value of the first decoded action at the newest
+    observation (the smaller of the twin target Qs, as IQL uses).
+
+    The critic scores the action as it will be executed, clipped to the dataset's action range:
+    outside it the critic has seen no data, and its extrapolation is what a gradient method would
+    exploit first. The part of an action beyond the range costs `bound_penalty` x its squared
+    size (in normalised units), which also gives a gradient back into the range.
+    """
+
+    def __init__(self, critic: IQLCritic, bound_penalty: float = 10.0) -> None:
+        """Keep the critic, frozen and in eval mode."""
+        self.critic = critic.eval()
+        self.bound_penalty = bound_penalty
+        for parameter in critic.parameters():
+            parameter.requires_grad_(False)
+
+    def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
+        """Q of each sample's first action, clipped to the range, minus the bound penalty."""
+        first = model.act_normalizer.normalize(model.decode_actions(z0)[:, 0])
+        inside = first.clamp(-1.0, 1.0)
+        beyond = (first - inside).pow(2).sum(dim=1)
+        action = model.act_normalizer.unnormalize(inside)
+        return self.critic.q(history[:, -1], action) - self.bound_penalty * beyond
+
+
+class PlanReturn:
+    """The return of the planned states under a task's reward field (planners only).
+
+    `means[t]`, `widths[t]` score the state reached by step t as exp(-(s - mu)^2 / 2 sigma^2)
+    (Nav1D); the time of the plan's first state is read from the observation's t/H feature.
+    """
+
+    def __init__(self, means: Tensor, widths: Tensor) -> None:
+        """Keep the reward field (H,) tensors."""
+        self.means, self.widths = means.float(), widths.float()
+        self.horizon = int(means.shape[0])
+
+    def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
+        """Sum of the rewards of the planned next states that fall inside the episode."""
+        if model.role != "planner":
+            raise ValueError(f"plan_return needs a planner, {model.kind} plans nothing")
+        states, _ = model.decode_plan(z0)  # type: ignore[attr-defined]
+        start = torch.round(history[:, -1, -1] * self.horizon).long()
+        steps = start[:, None] + torch.arange(states.shape[1] - 1, device=z0.device)
+        inside = steps < self.horizon
+        index = steps.clamp(max=self.horizon - 1)
+        mean, width = self.means.to(z0.device)[index], self.widths.to(z0.device)[index]
+        reached = states[:, 1:, 0]
+        rewards = torch.exp(-0.5 * ((reached - mean) / width) ** 2)
+        return (rewards * inside).sum(dim=1)
+
+
+def nearest_neighbour_log(samples: Tensor, groups: int) -> Tensor:
+    """log of each sample's distance to the nearest other sample of its group.
+
+    Samples are grouped consecutively: rows g*k .. g*k + k - 1 share a condition.
+
+    Shapes:
+        samples: (groups * k, ...) with k >= 2; returns (groups * k,).
+    """
+    flat = samples.reshape(groups, samples.shape[0] // groups, -1)
+    if flat.shape[1] < 2:
+        raise ValueError("the entropy bonus needs at least two samples per condition")
+    distance = torch.cdist(flat, flat)
+    eye = torch.eye(flat.shape[1], dtype=torch.bool, device=samples.device)
+    nearest = distance.masked_fill(eye, float("inf")).min(dim=2).values
+    return torch.log(nearest + 1e-6).reshape(-1)
+
+
+def entropy_bonus(samples: Tensor, groups: int, weight: float) -> Tensor:
+    """weight x the Kozachenko-Leonenko term of every sample (0 when weight is 0).
+
+    References:
+        Kozachenko & Leonenko (1987): the entropy estimate is the mean log nearest-neighbour
+        distance up to constants.
+    """
+    if weight == 0.0:
+        return samples.new_zeros(samples.shape[0])
+    return weight * nearest_neighbour_log(samples, groups)

@@ -1,0 +1,192 @@
+"""The automatic schedule inside one pass: stop on convergence, roll back on collapse (spec §4.5).
+
+The tracked objective is the mean r(z_0) of one fresh sample per held-out condition, drawn
+with the same seed at every measurement so that two measurements differ only by the model.
+The pass stops by itself once `patience` measurements in a row have not improved on the best by
+`min_delta x |best|`. A collapse is any of: a NaN or infinite reward, loss or gradient; a loss
+above `loss_spike` x the median |loss| of the recent updates; an objective below
+`best - reward_drop x |best|`. On a collapse the adapters go back to the best state seen, the
+learning rate is multiplied by `lr_decay`, a fresh optimiser starts, and the event is recorded;
+after `max_rollbacks` rollbacks the pass gives up. The pass always ends on its best state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from dmc_align.conditions import ConditionPool
+from dmc_align.lora import adapter_state, load_adapter_state
+from dmc_align.methods import AlignContext, CollapseError, Method
+
+__all__ = ["PassOutcome", "PassRunner"]
+
+log = logging.getLogger(__name__)
+_SPIKE_WINDOW = 20
+
+
+@dataclass
+class PassOutcome:
+    """What a pass did: its curve, its events and why it stopped."""
+
+    steps: int
+    initial_objective: float
+    best_objective: float
+    best_step: int
+    stop_reason: str
+    final_lr: float
+    events: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+class PassRunner:
+    """Run one pass of a method on a model with LoRA adapters (see the module docstring)."""
+
+    def __init__(
+        self,
+        context: AlignContext,
+        method: Method,
+        conditions: ConditionPool,
+        generator: torch.Generator,
+        objective_seed: int,
+        on_round: Callable[[int], bool] | None = None,
+        on_measure: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
+        """`on_round(step)` runs after every update (online fine-tuning) and returns True when
+        it changed the critic, which re-bases the objective; `on_measure` sees every
+        measurement (progress bars, dvclive)."""
+        self.context, self.method, self.conditions = context, method, conditions
+        self.generator = generator
+        self.objective_seed = objective_seed
+        self.on_round = on_round
+        self.on_measure = on_measure
+        self.spec = context.spec
+        self.lr = self.spec.lr
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The trainable parameters (the adapters)."""
+        return [p for p in self.context.model.parameters() if p.requires_grad]
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    @torch.no_grad()
+    def objective(self) -> float:
+        """Mean r(z_0) of one sample per held-out condition, from a fixed seed."""
+        model = self.context.model
+        history = self.conditions.held_out.to(next(model.parameters()).device)
+        generator = torch.Generator(device=history.device).manual_seed(self.objective_seed)
+        z0 = model.sample(history, generator, record=False).x0
+        return float(self.context.reward(model, z0, history).mean())
+
+    def run(self) -> PassOutcome:
+        """Train until converged, out of steps, or out of rollbacks; end on the best state."""
+        spec = self.spec
+        best = initial = self.objective()
+        best_state, best_step = adapter_state(self.context.model), 0
+        outcome = PassOutcome(0, initial, initial, 0, "max_steps", self.lr)
+        optimizer = self._optimizer()
+        recent: deque[float] = deque(maxlen=_SPIKE_WINDOW)
+        stale = rollbacks = 0
+        metrics: dict[str, float] = {}
+        self._measured(outcome, 0, {"objective": initial, "lr": self.lr})
+        for step in range(1, spec.max_steps + 1):
+            try:
+                metrics = self._update(step, optimizer, recent, metrics)
+                if self.on_round is not None and self.on_round(step):
+                    best, best_state, best_step = (
+                        self.objective(),
+                        adapter_state(self.context.model),
+                        step,
+                    )
+                    outcome.events.append({"step": step, "kind": "critic_updated", "best": best})
+                if step % spec.eval_every and step != spec.max_steps:
+                    continue
+                value = self.objective()
+                self._measured(outcome, step, {"objective": value, "lr": self.lr, **metrics})
+                self._check_objective(value, best)
+                if value > best + spec.min_delta * abs(best):
+                    best, best_state, best_step, stale = (
+                        value,
+                        adapter_state(self.context.model),
+                        step,
+                        0,
+                    )
+                    continue
+                stale += 1
+                if stale >= spec.patience:
+                    outcome.stop_reason = "converged"
+                    outcome.events.append({"step": step, "kind": "converged", "best": best})
+                    break
+            except CollapseError as collapse:
+                rollbacks += 1
+                self.lr *= spec.collapse.lr_decay
+                outcome.events.append(
+                    {
+                        "step": step,
+                        "kind": collapse.kind,
+                        "detail": collapse.detail,
+                        "action": f"rolled back to step {best_step}, lr {self.lr:.3g}",
+                    }
+                )
+                log.warning("step %d: %s; rolled back to step %d", step, collapse, best_step)
+                load_adapter_state(self.context.model, best_state)
+                optimizer, stale, metrics = self._optimizer(), 0, {}
+                recent.clear()
+                if rollbacks > spec.collapse.max_rollbacks:
+                    outcome.stop_reason = "gave_up"
+                    outcome.events.append({"step": step, "kind": "gave_up", "best": best})
+                    break
+        load_adapter_state(self.context.model, best_state)
+        outcome.steps, outcome.best_objective, outcome.best_step = step, best, best_step
+        outcome.final_lr = self.lr
+        return outcome
+
+    def _update(
+        self,
+        step: int,
+        optimizer: torch.optim.Optimizer,
+        recent: deque[float],
+        metrics: dict[str, float],
+    ) -> dict[str, float]:
+        """Collect when due, then one optimiser step; raise `CollapseError` on bad values."""
+        if (step - 1) % self.method.updates_per_batch == 0 or not metrics:
+            history = self.conditions.sample(self.spec.conditions, self.generator)
+            metrics = dict(self.method.collect(history, self.generator))
+        loss, step_metrics = self.method.loss(self.generator)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise CollapseError("non_finite_loss", f"loss {value}")
+        if len(recent) >= _SPIKE_WINDOW // 2:
+            typical = statistics.median(abs(v) for v in recent)
+            if abs(value) > self.spec.collapse.loss_spike * max(typical, 1e-6):
+                raise CollapseError(
+                    "loss_spike", f"|loss| {abs(value):.4g} vs median {typical:.4g}"
+                )
+        recent.append(value)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.spec.grad_clip)
+        if not bool(torch.isfinite(norm)):
+            raise CollapseError("non_finite_gradient", f"gradient norm {float(norm)}")
+        optimizer.step()
+        return {**metrics, **step_metrics, "loss": value}
+
+    def _check_objective(self, value: float, best: float) -> None:
+        if not math.isfinite(value):
+            raise CollapseError("non_finite_objective", f"objective {value}")
+        floor = best - self.spec.collapse.reward_drop * abs(best)
+        if value < floor:
+            raise CollapseError("reward_drop", f"objective {value:.4g} below {floor:.4g}")
+
+    def _measured(self, outcome: PassOutcome, step: int, values: dict[str, float]) -> None:
+        outcome.curve.append({"step": float(step), **values})
+        if self.on_measure is not None:
+            self.on_measure(step, values)

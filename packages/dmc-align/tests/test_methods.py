@@ -1,0 +1,154 @@
+"""The methods on tiny models: what each computes at the start, where gradients flow."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dmc_align.lora import attach_lora
+from dmc_align.methods import DPO, PPO, QVPG, SFT, AlignContext, CollapseError
+from dmc_align.rewards import PlanReturn, QFirstAction
+from dmc_align.spec import LoraSpec, PassSpec
+from dmc_core.config import from_plain
+from dmc_core.data import TransitionDataset
+from dmc_core.models import WindowSampler
+from dmc_core.seeding import torch_generator
+from dmc_critic import IQLCritic
+from dmc_envs.nav1d import Nav1DTask
+
+
+def context(model, critic: IQLCritic, dataset: TransitionDataset, **knobs) -> AlignContext:
+    spec = from_plain(
+        PassSpec,
+        {"model": "m", "after": "m", "dataset": "d", "critic": "c", **knobs},
+        "test",
+        "pass",
+    )
+    windows = WindowSampler(dataset, model.horizon, model.history_len)
+    return AlignContext(model, QFirstAction(critic), spec, windows)
+
+
+def keep(output: torch.Tensor, outputs: list[torch.Tensor]) -> None:
+    """Forward-hook body: keep every network output, and its gradient when it has one."""
+    if output.requires_grad:
+        output.retain_grad()
+    outputs.append(output)
+
+
+def histories(model, count: int = 4) -> torch.Tensor:
+    return torch.rand(count, model.history_len, model.obs_dim, generator=torch_generator(1))
+
+
+@pytest.mark.parametrize("kind", ["diffuser", "policy"])
+def test_dpo_loss_is_log_two_before_training(
+    kind: str, dataset: TransitionDataset, critic: IQLCritic, plain
+) -> None:
+    model = attach_lora(plain(kind), LoraSpec(rank=2))
+    method = DPO(context(model, critic, dataset, method="dpo"))
+    metrics = method.collect(histories(model), torch_generator(0))
+    assert metrics["pairs"] == 4
+    loss, _ = method.loss(torch_generator(1))
+    assert math.isclose(float(loss), math.log(2.0), rel_tol=1e-6)
+
+
+def test_ppo_ratio_is_one_and_the_kl_zero_before_the_first_update(
+    dataset: TransitionDataset, critic: IQLCritic, plain
+) -> None:
+    model = attach_lora(plain("policy"), LoraSpec(rank=2))
+    method = PPO(
+        context(
+            model,
+            critic,
+            dataset,
+            method="ppo",
+            ppo={"divergence": "kl", "candidates": 3, "last_steps": 2},
+        )
+    )
+    method.collect(histories(model), torch_generator(0))
+    loss, metrics = method.loss(torch_generator(1))
+    # Ratio 1 and standardised advantages (mean 0 per condition): surrogate mean 0, KL 0.
+    assert abs(float(loss)) < 1e-5
+    assert metrics["kl"] == 0.0 and metrics["clip_fraction"] == 0.0
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_qvpg_gradient_is_zero_before_the_last_k_steps(
+    dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    model = tiny("policy")
+    outputs: list[torch.Tensor] = []
+    handle = model.net.register_forward_hook(lambda m, i, o: keep(o, outputs))
+    method = QVPG(context(model, critic, dataset, method="qvpg", qvpg={"last_steps": 2}))
+    result = method.sample(histories(model), torch_generator(0))
+    handle.remove()
+    QFirstAction(critic)(model, result.x0, histories(model)).sum().backward()
+    steps = model.formulation.num_steps
+    assert len(outputs) == steps
+    for early in outputs[: steps - 2]:
+        assert not early.requires_grad and early.grad is None
+    for late in outputs[steps - 2 :]:
+        assert late.grad is not None and float(late.grad.abs().sum()) > 0
+
+
+def test_qvpg_credit_weights_scale_each_steps_gradient(
+    dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    grads = {}
+    for kind in ("uniform", "decreasing"):
+        model = tiny("policy")
+        outputs: list[torch.Tensor] = []
+        model.net.register_forward_hook(lambda m, i, o, kept=outputs: keep(o, kept))
+        spec = {"last_steps": 3, "credit": {"kind": kind, "decay": 0.5}}
+        method = QVPG(context(model, critic, dataset, method="qvpg", qvpg=spec))
+        result = method.sample(histories(model), torch_generator(0))
+        result.x0.sum().backward()
+        grads[kind] = [o.grad for o in outputs[-3:]]
+    # The last step's output gradient is only its own weight: 1 / mean(0.25, 0.5, 1).
+    ratio = grads["decreasing"][-1] / grads["uniform"][-1]
+    assert torch.allclose(ratio, torch.full_like(ratio, 1.0 / (1.75 / 3)), atol=1e-4)
+
+
+def test_sft_keeps_the_best_sample_of_each_condition_and_filters_unlikely_ones(
+    dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    model = tiny("policy")
+    spec = {"candidates": 4, "keep_fraction": 0.25, "likelihood_threshold": 1e-9}
+    method = SFT(context(model, critic, dataset, method="sft", sft=spec))
+    metrics = method.collect(histories(model), torch_generator(0))
+    assert metrics["kept_reward"] >= metrics["reward"]
+    assert metrics["likelihood_kept"] == 0.0  # nothing is that likely
+    loss, step_metrics = method.loss(torch_generator(1))
+    assert step_metrics["kept"] == 0.0 and float(loss) == 0.0
+    method = SFT(context(model, critic, dataset, method="sft", sft={"candidates": 4}))
+    method.collect(histories(model), torch_generator(0))
+    loss, step_metrics = method.loss(torch_generator(1))
+    assert step_metrics["kept"] == 4.0 and float(loss) > 0
+
+
+def test_a_nan_reward_is_a_collapse(dataset: TransitionDataset, critic: IQLCritic, tiny) -> None:
+    model = tiny("policy")
+    ctx = context(model, critic, dataset, method="sft")
+    ctx.reward = lambda m, z0, h: torch.full((z0.shape[0],), float("nan"))
+    with pytest.raises(CollapseError, match="non_finite_reward"):
+        SFT(ctx).collect(histories(model), torch_generator(0))
+
+
+def test_plan_return_sums_the_task_rewards_of_the_planned_states(tiny) -> None:
+    task = Nav1DTask.from_params(horizon=8)
+    reward = PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
+    model = tiny("diffuser")
+    states = torch.tensor([[0.1], [0.2], [0.3], [0.4]])
+    plan = torch.cat(
+        [
+            model.obs_normalizer.normalize(torch.cat([states, torch.full((4, 1), 0.75)], 1)),
+            torch.zeros(4, 1),
+        ],
+        1,
+    )[None]
+    history = torch.tensor([[[0.1, 6 / 8]]])  # t = 6: only steps 6 and 7 are in the episode
+    expected = task.reward(6, 0.2) + task.reward(7, 0.3)
+    assert math.isclose(float(reward(model, plan, history)), float(expected), rel_tol=1e-5)
