@@ -105,6 +105,27 @@ def test_a_flat_objective_stops_the_pass(
     assert [c["step"] for c in outcome.curve] == [0.0, 1.0, 2.0]
 
 
+def test_a_critic_update_restarts_the_patience(
+    tiny, critic: IQLCritic, dataset: TransitionDataset
+) -> None:
+    """Online rounds re-base the objective; the flat stretch before one does not count."""
+    model = tiny("policy")
+    knobs = {
+        "max_steps": 6,
+        "eval_every": 1,
+        "patience": 3,
+        "min_delta": 10.0,
+        "conditions": 4,
+        "lr": 1e-6,
+        "sft": {"candidates": 2, "batch_size": 4},
+    }
+    run = runner(model, critic, dataset, **knobs)
+    run.on_round = lambda step: step % 2 == 0  # the critic changes every second update
+    outcome = run.run()
+    assert outcome.stop_reason == "max_steps" and outcome.steps == 6
+    assert [e["kind"] for e in outcome.events] == ["critic_updated"] * 3
+
+
 def test_a_reward_drop_is_a_collapse(tiny, critic: IQLCritic, dataset: TransitionDataset) -> None:
     model = tiny("policy")
     knobs = {

@@ -60,7 +60,7 @@ class PassRunner:
         on_measure: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         """`on_round(step)` runs after every update (online fine-tuning) and returns True when
-        it changed the critic, which re-bases the objective; `on_measure` sees every
+        it changed the critic, which re-bases the objective and the patience; `on_measure` sees every
         measurement (progress bars, dvclive)."""
         self.context, self.method, self.conditions = context, method, conditions
         self.generator = generator
@@ -101,10 +101,11 @@ class PassRunner:
             try:
                 metrics = self._update(step, optimizer, recent, metrics)
                 if self.on_round is not None and self.on_round(step):
-                    best, best_state, best_step = (
+                    best, best_state, best_step, stale = (
                         self.objective(),
                         adapter_state(self.context.model),
                         step,
+                        0,
                     )
                     outcome.events.append({"step": step, "kind": "critic_updated", "best": best})
                 if step % spec.eval_every and step != spec.max_steps:
