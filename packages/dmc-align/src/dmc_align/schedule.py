@@ -60,8 +60,8 @@ class PassRunner:
         on_measure: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         """`on_round(step)` runs after every update (online fine-tuning) and returns True when
-        it changed the critic, which re-bases the objective and the patience; `on_measure` sees every
-        measurement (progress bars, dvclive)."""
+        it changed the critic, which re-bases the objective and the patience; `on_measure` sees
+        every measurement (progress bars, dvclive)."""
         self.context, self.method, self.conditions = context, method, conditions
         self.generator = generator
         self.objective_seed = objective_seed
