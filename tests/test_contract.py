@@ -15,6 +15,7 @@ from support import MODULES, PACKAGE_DIRS, ROOT, cli_stages
 
 from dmc_core.cli import build_parser
 from dmc_core.config import BASE_SECTION, load_stage_config
+from dmc_core.profile import apply_profile
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,17 @@ def test_every_section_validates_against_its_schema() -> None:
     for verb, (_, stage) in cli_stages().items():
         config = load_stage_config(stage.schema, verb, ROOT / "params.yaml")
         assert config.base is not None
+
+
+@pytest.mark.parametrize(
+    "profile", sorted((ROOT / "pipelines" / "profiles").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_every_profile_applies_and_validates(profile: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    apply_profile(params, profile)
+    for verb, (_, stage) in cli_stages().items():
+        load_stage_config(stage.schema, verb, params)
 
 
 def test_every_command_is_its_packages_verb_with_known_flags(dvc_stages: list[Any]) -> None:
