@@ -8,7 +8,7 @@ import torch
 
 from dmc_align.conditions import ConditionPool
 from dmc_align.lora import adapter_state
-from dmc_align.methods import SFT, AlignContext
+from dmc_align.methods import PPO, SFT, AlignContext
 from dmc_align.rewards import QFirstAction
 from dmc_align.schedule import PassRunner
 from dmc_align.spec import PassSpec
@@ -19,7 +19,9 @@ from dmc_core.seeding import torch_generator
 from dmc_critic import IQLCritic
 
 
-def runner(model, critic: IQLCritic, dataset: TransitionDataset, **knobs) -> PassRunner:
+def runner(
+    model, critic: IQLCritic, dataset: TransitionDataset, method_class=SFT, **knobs
+) -> PassRunner:
     spec = from_plain(
         PassSpec,
         {"model": "m", "after": "m", "dataset": "d", "critic": "c", "method": "sft", **knobs},
@@ -29,7 +31,7 @@ def runner(model, critic: IQLCritic, dataset: TransitionDataset, **knobs) -> Pas
     pool = ConditionPool.from_dataset(dataset, model.history_len, 16, torch_generator(0))
     windows = WindowSampler(dataset, model.horizon, model.history_len)
     context = AlignContext(model, QFirstAction(critic), spec, windows)
-    return PassRunner(context, SFT(context), pool, torch_generator(1), objective_seed=5)
+    return PassRunner(context, method_class(context), pool, torch_generator(1), objective_seed=5)
 
 
 class NaNOnCall:
@@ -148,3 +150,21 @@ def test_a_reward_drop_is_a_collapse(tiny, critic: IQLCritic, dataset: Transitio
     run.context.reward = dropping
     outcome = run.run()
     assert [e["kind"] for e in outcome.events][:1] == ["reward_drop"]
+
+
+def test_ppo_losses_near_zero_are_not_spikes(
+    tiny, critic: IQLCritic, dataset: TransitionDataset
+) -> None:
+    """The surrogate is ~0 on every fresh batch: a spike rule on it would fire on every batch."""
+    model = tiny("policy")
+    knobs = {
+        "method": "ppo",
+        "max_steps": 24,
+        "eval_every": 24,
+        "conditions": 4,
+        "lr": 1e-3,
+        "ppo": {"candidates": 2, "last_steps": 2, "updates_per_batch": 2},
+    }
+    outcome = runner(model, critic, dataset, PPO, **knobs).run()
+    assert [e["kind"] for e in outcome.events] == []
+    assert outcome.steps == 24

@@ -5,9 +5,11 @@ with the same seed at every measurement so that two measurements differ only by 
 The pass stops by itself once `patience` measurements in a row have not improved on the best by
 `min_delta x |best|`. A collapse is any of: a NaN or infinite reward, loss or gradient; a loss
 above `loss_spike` x the median |loss| of the recent updates; an objective below
-`best - reward_drop x |best|`. On a collapse the adapters go back to the best state seen, the
-learning rate is multiplied by `lr_decay`, a fresh optimiser starts, and the event is recorded;
-after `max_rollbacks` rollbacks the pass gives up. The pass always ends on its best state.
+`best - reward_drop x |best|`. PPO's surrogate is zero-mean by construction, so its loss has no
+scale to spike against: for PPO only non-finite values and reward drops count. On a collapse
+the adapters go back to the best state seen, the learning rate is multiplied by `lr_decay`, a
+fresh optimiser starts, and the event is recorded; after `max_rollbacks` rollbacks the pass
+gives up. The pass always ends on its best state.
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ class PassRunner:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise CollapseError("non_finite_loss", f"loss {value}")
-        if len(recent) >= _SPIKE_WINDOW // 2:
+        if self.method.loss_has_scale and len(recent) >= _SPIKE_WINDOW // 2:
             typical = statistics.median(abs(v) for v in recent)
             if abs(value) > self.spec.collapse.loss_spike * max(typical, 1e-6):
                 raise CollapseError(

@@ -130,7 +130,7 @@ class SFTSpec:
 class CollapseSpec:
     """When a pass counts as collapsed, and what a rollback does (spec §4.5)."""
 
-    loss_spike: float = knob(20.0, gt=1.0, doc="|loss| above this x the recent median")
+    loss_spike: float = knob(20.0, gt=1.0, doc="|loss| above this x the recent median (not PPO)")
     reward_drop: float = knob(0.25, gt=0.0, doc="objective below best - this x |best|")
     lr_decay: float = knob(0.5, gt=0.0, lt=1.0, doc="learning rate x this on a rollback")
     max_rollbacks: int = knob(3, ge=0, doc="rollbacks before the pass gives up")

@@ -58,6 +58,9 @@ class Method(Protocol):
     """One alignment method (see the module docstring)."""
 
     updates_per_batch: int
+    #: False when the loss has no scale to compare against (a zero-mean surrogate): the schedule
+    #: then does not look for loss spikes, only for non-finite values and reward drops.
+    loss_has_scale: bool
 
     def collect(self, history: Tensor, generator: torch.Generator) -> dict[str, float]:
         """Sample and label a batch for these conditions; return metrics (mean reward, ...)."""

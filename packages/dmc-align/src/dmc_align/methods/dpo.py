@@ -70,6 +70,7 @@ class DPO:
         self.context = context
         self.spec = context.spec.dpo
         self.updates_per_batch = self.spec.updates_per_batch
+        self.loss_has_scale = True
         self._pairs: tuple[Tensor, Tensor, Tensor] | None = None
 
     def collect(self, history: Tensor, generator: torch.Generator) -> dict[str, float]:

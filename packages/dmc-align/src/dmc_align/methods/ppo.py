@@ -49,6 +49,8 @@ class PPO:
         self.context = context
         self.spec = context.spec.ppo
         self.updates_per_batch = self.spec.updates_per_batch
+        # The clipped surrogate with standardised advantages is zero at every fresh batch.
+        self.loss_has_scale = False
         self._history: Tensor | None = None
         self._steps: tuple[StepRecord, ...] = ()
         self._advantages = torch.zeros(0)

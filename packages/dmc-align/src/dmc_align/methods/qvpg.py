@@ -73,6 +73,7 @@ class QVPG:
     """The `qvpg` method (see the module docstring)."""
 
     updates_per_batch = 1
+    loss_has_scale = True
 
     def __init__(self, context: AlignContext) -> None:
         """Read the pass's `qvpg` knobs."""

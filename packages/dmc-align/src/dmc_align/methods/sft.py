@@ -59,6 +59,7 @@ class SFT:
         self.context = context
         self.spec = context.spec.sft
         self.updates_per_batch = self.spec.updates_per_batch
+        self.loss_has_scale = True
         self._kept: tuple[Tensor, Tensor] | None = None
 
     def collect(self, history: Tensor, generator: torch.Generator) -> dict[str, float]:
