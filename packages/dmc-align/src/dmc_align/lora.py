@@ -22,7 +22,6 @@ from pathlib import Path
 
 import peft
 import torch
-from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from dmc_align.spec import LoraSpec
@@ -41,6 +40,7 @@ __all__ = [
     "merged_copy",
     "reference_mode",
     "save_adapters",
+    "trainable_parameters",
 ]
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -90,6 +90,11 @@ def reference_mode(model: ControlModel) -> Iterator[ControlModel]:
     """Inside the block the model is pi_ref, the foundation: adapters off, no gradients."""
     with _peft_net(model).disable_adapter(), torch.no_grad():
         yield model
+
+
+def trainable_parameters(model: ControlModel) -> list[nn.Parameter]:
+    """What a pass trains: the adapters (and the biases, when `LoraSpec.bias` says so)."""
+    return [parameter for parameter in model.parameters() if parameter.requires_grad]
 
 
 def adapter_state(model: ControlModel) -> dict[str, torch.Tensor]:
@@ -144,9 +149,6 @@ def merged_copy(model: ControlModel) -> ControlModel:
     """A copy of the model with the adapters merged into plain layers (for saving/evaluation)."""
     merged = copy.deepcopy(model)
     merged.net = _peft_net(merged).merge_and_unload()
-    for module in merged.modules():
-        if isinstance(module, LoraLayer):  # pragma: no cover - merge_and_unload removes them
-            raise RuntimeError("adapters left after merging")
     for parameter in merged.parameters():
         parameter.requires_grad_(True)
     return merged

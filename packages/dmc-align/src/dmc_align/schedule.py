@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from dmc_align.conditions import ConditionPool
-from dmc_align.lora import adapter_state, load_adapter_state
+from dmc_align.lora import adapter_state, load_adapter_state, trainable_parameters
 from dmc_align.methods import AlignContext, CollapseError, Method
 
 __all__ = ["PassOutcome", "PassRunner"]
@@ -74,7 +74,7 @@ class PassRunner:
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The trainable parameters (the adapters)."""
-        return [p for p in self.context.model.parameters() if p.requires_grad]
+        return trainable_parameters(self.context.model)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -14,11 +14,18 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from dmc_align.lora import trainable_parameters
 from dmc_align.rewards import RewardModel, entropy_bonus
 from dmc_align.spec import PassSpec
 from dmc_core.models import ControlModel, WindowSampler
 
-__all__ = ["AlignContext", "CollapseError", "Method", "standardise_per_condition"]
+__all__ = [
+    "AlignContext",
+    "CollapseError",
+    "Method",
+    "no_update",
+    "standardise_per_condition",
+]
 
 
 class CollapseError(RuntimeError):
@@ -69,6 +76,11 @@ class Method(Protocol):
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """One update's scalar loss on the collected batch, and its metrics."""
         ...
+
+
+def no_update(model: ControlModel) -> Tensor:
+    """A zero loss on the trained parameters: a batch left with nothing to learn from."""
+    return torch.stack([p.sum() for p in trainable_parameters(model)]).sum() * 0.0
 
 
 def standardise_per_condition(

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.nn import functional
 
 from dmc_align.lora import reference_mode
-from dmc_align.methods.base import AlignContext
+from dmc_align.methods.base import AlignContext, no_update
 from dmc_core.diffusion.formulation import Formulation
 
 __all__ = ["DPO", "diffusion_dpo_loss", "min_snr_weights"]
@@ -103,8 +103,7 @@ class DPO:
         model, spec = self.context.model, self.spec
         winner, loser, history = self._pairs
         if winner.shape[0] == 0:
-            zero = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-            return zero, {"accuracy": 0.0}
+            return no_update(model), {"accuracy": 0.0}
         t = model.formulation.draw_times(winner.shape[0], generator, winner.device)
         noise = torch.randn(winner.shape, generator=generator, device=winner.device)
         shared = {"t": t, "noise": noise}

@@ -14,12 +14,13 @@ References:
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 from torch import Tensor
 
 from dmc_align.lora import reference_mode
-from dmc_align.methods.base import AlignContext
+from dmc_align.methods.base import AlignContext, no_update
 from dmc_core.models import ControlModel
 
 __all__ = ["SFT", "foundation_nll", "top_per_condition"]
@@ -66,12 +67,9 @@ class SFT:
         """Sample, keep the best of every condition, filter by foundation likelihood."""
         model, spec = self.context.model, self.spec
         repeated = history.repeat_interleave(spec.candidates, dim=0)
-        with torch.no_grad():
-            if spec.generator == "foundation":
-                with reference_mode(model):
-                    z0 = model.sample(repeated, generator, record=False).x0
-            else:
-                z0 = model.sample(repeated, generator, record=False).x0
+        sampler = reference_mode(model) if spec.generator == "foundation" else nullcontext()
+        with torch.no_grad(), sampler:
+            z0 = model.sample(repeated, generator, record=False).x0
             reward = self.context.score(z0, repeated, history.shape[0])
         keep = top_per_condition(reward, spec.candidates, spec.keep_fraction)
         samples, conditions = z0[keep], repeated[keep]
@@ -90,8 +88,7 @@ class SFT:
         assert self._kept is not None, "collect() first"
         samples, conditions = self._kept
         if samples.shape[0] == 0:
-            zero = sum(p.sum() for p in self.context.model.parameters() if p.requires_grad)
-            return zero * 0.0, {"kept": 0.0}
+            return no_update(self.context.model), {"kept": 0.0}
         pick = torch.randint(samples.shape[0], (self.spec.batch_size,), generator=generator)
         loss = self.context.model.denoising_loss(samples[pick], conditions[pick], generator)
         return loss.mean(), {"kept": float(samples.shape[0])}
