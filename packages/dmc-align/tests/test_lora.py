@@ -71,3 +71,20 @@ def test_adapters_round_trip_and_reject_another_spec(tmp_path: Path, plain, tiny
     assert not load_adapters(tmp_path / "nothing-here", fresh, spec)
     with pytest.raises(CheckpointError, match="re-run the recipe"):
         load_adapters(tmp_path, fresh, LoraSpec(rank=4))
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_reference_mode_restores_the_foundation_biases_a_pass_trains(bias: str, plain) -> None:
+    foundation = plain("policy")
+    history = torch.zeros(3, foundation.history_len, foundation.obs_dim)
+    base = _x0(foundation, history)
+    model = attach_lora(plain("policy"), LoraSpec(rank=2, bias=bias))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad and "lora_" not in name:
+                parameter.add_(0.5)  # a trained bias
+    trained = _x0(model, history)
+    assert not torch.allclose(trained, base)
+    with reference_mode(model):
+        assert torch.allclose(_x0(model, history), base, atol=1e-6)
+    assert torch.equal(_x0(model, history), trained)

@@ -3,10 +3,13 @@
 `attach_lora` wraps the model's denoiser network with peft adapters on its Linear (and Conv1d)
 layers and freezes everything else; the base weights stay the foundation's, so the frozen
 reference pi_ref of every method is the same network with its adapters switched off
-(`reference_mode`), and no second copy is kept. A pass saves only the adapters
-(`save_adapters`); the next pass loads them onto the foundation and continues training the same
-adapter set (spec §4: one adapter set shared across methods). For evaluation the adapters are
-merged into a plain copy of the model (`merged_copy`), which every stage loads like a foundation.
+(`reference_mode`), and no second copy is kept. Biases a spec trains (`bias: all` or
+`lora_only`) are the base layers' own, which peft's switch leaves as trained; the foundation's
+values are therefore kept aside at attach time and swapped in for the reference. A pass saves
+only the adapters (`save_adapters`); the next pass loads them onto the foundation and continues
+training the same adapter set (spec §4: one adapter set shared across methods). For evaluation
+the adapters are merged into a plain copy of the model (`merged_copy`), which every stage loads
+like a foundation.
 
 References:
     Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (2021); peft's `LoraConfig`.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +80,11 @@ def attach_lora(model: ControlModel, spec: LoraSpec) -> ControlModel:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model.net = peft.get_peft_model(model.net, config)
+    model._foundation_biases = {  # type: ignore[assignment]
+        name: parameter.detach().clone()
+        for name, parameter in model.net.named_parameters()
+        if parameter.requires_grad and "lora_" not in name
+    }
     return model
 
 
@@ -87,9 +96,23 @@ def _peft_net(model: ControlModel) -> peft.PeftModel:
 
 @contextlib.contextmanager
 def reference_mode(model: ControlModel) -> Iterator[ControlModel]:
-    """Inside the block the model is pi_ref, the foundation: adapters off, no gradients."""
-    with _peft_net(model).disable_adapter(), torch.no_grad():
-        yield model
+    """Inside the block the model is pi_ref, the foundation: adapters off, the foundation's
+    biases in place of the trained ones, no gradients."""
+    net = _peft_net(model)
+    foundation: dict[str, torch.Tensor] = getattr(model, "_foundation_biases", {})
+    parameters = dict(net.named_parameters())
+    with warnings.catch_warnings(), torch.no_grad():
+        # peft warns that switching adapters off keeps trained biases: they are swapped here
+        warnings.filterwarnings("ignore", message="Careful, disabling adapter layers")
+        with net.disable_adapter():
+            trained = {name: parameters[name].detach().clone() for name in foundation}
+            for name, value in foundation.items():
+                parameters[name].copy_(value)
+            try:
+                yield model
+            finally:
+                for name, value in trained.items():
+                    parameters[name].copy_(value)
 
 
 def trainable_parameters(model: ControlModel) -> list[nn.Parameter]:
