@@ -9,7 +9,7 @@ import torch
 
 from dmc_align.lora import attach_lora
 from dmc_align.methods import DPO, PPO, QVPG, SFT, AlignContext, CollapseError
-from dmc_align.rewards import PlanReturn, QFirstAction
+from dmc_align.rewards import DynamicsConsistent, PlanReturn, QFirstAction
 from dmc_align.spec import LoraSpec, PassSpec
 from dmc_core.config import from_plain
 from dmc_core.data import TransitionDataset
@@ -152,3 +152,34 @@ def test_plan_return_sums_the_task_rewards_of_the_planned_states(tiny) -> None:
     history = torch.tensor([[[0.1, 6 / 8]]])  # t = 6: only steps 6 and 7 are in the episode
     expected = task.reward(6, 0.2) + task.reward(7, 0.3)
     assert math.isclose(float(reward(model, plan, history)), float(expected), rel_tol=1e-5)
+
+
+def plan_of(model, positions: list[float], actions: list[float]) -> torch.Tensor:
+    """A normalised plan (1, H, obs + act) of Nav1D positions (time feature 0) and actions."""
+    states = torch.tensor([[p, 0.0] for p in positions])
+    action = torch.tensor(actions)[:, None]
+    obs, act = model.obs_normalizer.normalize(states), model.act_normalizer.normalize(action)
+    return torch.cat([obs, act], 1)[None]
+
+
+def test_dynamics_consistency_charges_the_broken_transitions_of_a_plan(tiny) -> None:
+    model = tiny("diffuser")
+    constant = DynamicsConsistent(
+        lambda m, z0, h: torch.full((z0.shape[0],), 3.0),
+        lambda s, a: s + 0.2 * a,
+        width=0.05,
+        weight=2.0,
+    )
+    history = torch.zeros(1, model.history_len, 2)
+    coherent = plan_of(model, [0.1, 0.3, 0.5, 0.4], [1.0, 1.0, -0.5, 0.0])
+    broken = plan_of(model, [0.1, 0.3, 0.55, 0.4], [1.0, 1.0, -0.75, 0.0])  # 0.55 = 0.5 + w
+    assert math.isclose(float(constant(model, coherent, history)), 3.0, rel_tol=1e-5)
+    expected = 3.0 - 2.0 * (1.0 - (2.0 + math.exp(-0.5)) / 3.0)
+    assert math.isclose(float(constant(model, broken, history)), expected, rel_tol=1e-4)
+
+
+def test_dynamics_consistency_needs_a_planner(tiny) -> None:
+    reward = DynamicsConsistent(QFirstAction, lambda s, a: s + a, width=0.05, weight=1.0)
+    model = tiny("policy")
+    with pytest.raises(ValueError, match="needs a planner"):
+        reward.kernel(model, torch.zeros(1, model.horizon, model.transition_dim))

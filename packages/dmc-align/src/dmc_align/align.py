@@ -34,7 +34,13 @@ from dmc_align.conditions import ConditionPool
 from dmc_align.lora import attach_lora, load_adapters, merged_copy, save_adapters
 from dmc_align.methods import AlignContext, build_method
 from dmc_align.online import OnlineTuner
-from dmc_align.rewards import PlanReturn, QFirstAction, RewardModel
+from dmc_align.rewards import (
+    DynamicsConsistent,
+    NextState,
+    PlanReturn,
+    QFirstAction,
+    RewardModel,
+)
 from dmc_align.schedule import PassOutcome, PassRunner
 from dmc_align.spec import AlignConfig, PassSpec
 from dmc_core.atomic import atomic_write_text
@@ -46,6 +52,7 @@ from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import IQLCritic, load_critic, save_critic
 from dmc_envs.evaluation.evaluate import Nav1DBench
+from dmc_envs.nav1d.task import Nav1DTask
 
 __all__ = ["align", "run_pass"]
 
@@ -129,12 +136,25 @@ def run_pass(
 def _reward(
     spec: PassSpec, model: ControlModel, dataset: TransitionDataset, critic: IQLCritic
 ) -> RewardModel:
-    if spec.reward == "q_first_action":
-        return QFirstAction(critic)
-    if model.role != "planner":
-        raise ConfigError(f"reward plan_return needs a planner; '{spec.model}' is a {model.kind}")
+    if model.role != "planner" and (spec.reward == "plan_return" or spec.dynamics_weight > 0):
+        knob = "reward plan_return" if spec.dynamics_weight == 0 else "dynamics_weight > 0"
+        raise ConfigError(f"{knob} needs a planner; '{spec.model}' is a {model.kind}")
     task = Nav1DBench.from_dataset(dataset, spec.dataset).task
-    return PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
+    reward: RewardModel = (
+        QFirstAction(critic)
+        if spec.reward == "q_first_action"
+        else PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
+    )
+    if spec.dynamics_weight == 0:
+        return reward
+    return DynamicsConsistent(
+        reward, _differentiable_dynamics(task), spec.dynamics_width, spec.dynamics_weight
+    )
+
+
+def _differentiable_dynamics(task: Nav1DTask) -> NextState:
+    """Nav1D's s' = clip(s + gamma clip(a, -1, 1), -1, 1) on tensors (raw units)."""
+    return lambda s, a: (s + task.step_size * a.clamp(-1.0, 1.0)).clamp(-1.0, 1.0)
 
 
 def _check_sources(

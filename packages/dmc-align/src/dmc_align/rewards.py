@@ -4,6 +4,9 @@
   observation (every model kind).
 - `plan_return`: the task's return along the planned trajectory, sum_k r(t + k, s_{k+1}), for
   planners (only as honest as the plan is coherent: the critic never sees it).
+- `DynamicsConsistent`: either of them, for planners, minus a weight x the share of the plan's
+  transitions that break the dynamics. Q of the first action is blind to the rest of the plan, so
+  ranking plans by it alone lets the plans drift away from anything the dynamics allow.
 
 Both are differentiable in z_0, which Q-value policy gradient needs. The entropy bonus of a sample
 is the Kozachenko-Leonenko term log(distance to the nearest other sample of the same condition):
@@ -12,6 +15,7 @@ it rewards spread, so every method that ranks or weights by reward sees it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -20,7 +24,17 @@ from torch import Tensor
 from dmc_core.models import ControlModel
 from dmc_critic import IQLCritic
 
-__all__ = ["PlanReturn", "QFirstAction", "RewardModel", "entropy_bonus", "nearest_neighbour_log"]
+__all__ = [
+    "DynamicsConsistent",
+    "PlanReturn",
+    "QFirstAction",
+    "RewardModel",
+    "entropy_bonus",
+    "nearest_neighbour_log",
+]
+
+#: s_{t+1} = T(s_t, a_t) of a task, in raw units, differentiable. Shapes: (B, k) -> (B, k).
+NextState = Callable[[Tensor, Tensor], Tensor]
 
 
 class RewardModel(Protocol):
@@ -82,6 +96,33 @@ class PlanReturn:
         reached = states[:, 1:, 0]
         rewards = torch.exp(-0.5 * ((reached - mean) / width) ** 2)
         return (rewards * inside).sum(dim=1)
+
+
+class DynamicsConsistent:
+    """A planner's reward minus `weight` x (1 - the plan's mean dynamics kernel).
+
+    The kernel of a planned transition is exp(-d^2 / 2 w^2) with d = s_{j+1} - T(s_j, a_j), the
+    coherency measure of evaluation (paper Eq. 15): 1 for a plan the dynamics can carry out, 0 for
+    one whose states jump. Rankings then prefer, among plans of similar reward, the coherent ones.
+    """
+
+    def __init__(self, base: RewardModel, next_state: NextState, width: float, weight: float):
+        """Wrap `base`; `width` is the kernel's w in state units."""
+        self.base, self.next_state = base, next_state
+        self.width, self.weight = width, weight
+
+    def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
+        """base(z0) - weight x (1 - mean kernel over the plan's transitions)."""
+        return self.base(model, z0, history) - self.weight * (1.0 - self.kernel(model, z0))
+
+    def kernel(self, model: ControlModel, z0: Tensor) -> Tensor:
+        """Mean dynamics kernel of every plan. Shapes: z0 (B, H, transition_dim) -> (B,)."""
+        if model.role != "planner":
+            raise ValueError(f"dynamics consistency needs a planner, {model.kind} plans nothing")
+        states, actions = model.decode_plan(z0)  # type: ignore[attr-defined]
+        position, action = states[..., 0], actions[..., 0]
+        gap = position[:, 1:] - self.next_state(position[:, :-1], action[:, :-1])
+        return torch.exp(-0.5 * (gap / self.width) ** 2).mean(dim=1)
 
 
 def nearest_neighbour_log(samples: Tensor, groups: int) -> Tensor:

@@ -159,6 +159,10 @@ class PassSpec:
     critic: str = knob(doc="fit_critic entry that gives r(z_0)")
     reward: str = knob("q_first_action", choices=REWARDS, doc="r(z_0)")
     entropy_weight: float = knob(0.0, ge=0.0, doc="weight of the nearest-neighbour entropy bonus")
+    dynamics_weight: float = knob(
+        0.0, ge=0.0, doc="planners: reward - this x (1 - the plan's dynamics kernel); 0 = off"
+    )
+    dynamics_width: float = knob(0.05, gt=0.0, doc="that kernel's width, state units")
     lr: float = knob(3e-4, gt=0.0, doc="Adam learning rate of the adapters")
     grad_clip: float = knob(1.0, gt=0.0, doc="gradient-norm clip")
     max_steps: int = knob(400, ge=1, doc="most updates of the pass")
