@@ -36,7 +36,7 @@ from dmc_align.methods import AlignContext, build_method
 from dmc_align.online import OnlineTuner
 from dmc_align.rewards import PlanReturn, QFirstAction, RewardModel
 from dmc_align.schedule import PassOutcome, PassRunner
-from dmc_align.spec import AlignConfig, PassSpec
+from dmc_align.spec import METHOD_MODEL_KINDS, AlignConfig, PassSpec
 from dmc_core.atomic import atomic_write_text
 from dmc_core.config import entry, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
@@ -88,7 +88,12 @@ def run_pass(
     seed: int,
     out: Path | None = None,
 ) -> PassOutcome:
-    """Align `model` (adapters attached) by one pass; it ends on the best state it saw."""
+    """Align `model` (adapters attached) by one pass; it ends on the best state it saw.
+
+    Raises:
+        ConfigError: the pass's method cannot align this kind of model (EDA needs a BDM).
+    """
+    _check_method(name, spec, model)
     model.train()
     generator = torch_generator(seed + zlib.crc32(name.encode()) % 100_000)
     conditions = ConditionPool.from_dataset(
@@ -135,6 +140,15 @@ def _reward(
         raise ConfigError(f"reward plan_return needs a planner; '{spec.model}' is a {model.kind}")
     task = Nav1DBench.from_dataset(dataset, spec.dataset).task
     return PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
+
+
+def _check_method(name: str, spec: PassSpec, model: ControlModel) -> None:
+    kinds = METHOD_MODEL_KINDS.get(spec.method)
+    if kinds is not None and model.kind not in kinds:
+        raise ConfigError(
+            f"align.passes.{name}.method: {spec.method} aligns {' or '.join(kinds)} models only; "
+            f"'{spec.model}' is a {model.kind}"
+        )
 
 
 def _check_sources(
