@@ -26,6 +26,14 @@ SPECS = {
         backbone={"name": "mlp", "hidden": 16, "blocks": 1, "embed_dim": 8},
         formulation=FormulationSpec(steps=6),
     ),
+    "bdm": ModelSpec(
+        kind="bdm",
+        horizon=2,
+        history=2,
+        inpainting="none",
+        backbone={"name": "mlp", "hidden": 16, "blocks": 1, "embed_dim": 8},
+        formulation=FormulationSpec(steps=6),
+    ),
     "diffuser": ModelSpec(
         kind="diffuser",
         horizon=4,
@@ -46,7 +54,7 @@ def nav1d_dataset(episodes: int = 40, horizon: int = 8) -> TransitionDataset:
 
 
 def tiny_model(kind: str, dataset: TransitionDataset, lora: LoraSpec | None = None) -> ControlModel:
-    """An untrained tiny model of `kind` ("policy" or "diffuser") with fresh adapters whose B
+    """An untrained tiny model of `kind` (a key of SPECS) with fresh adapters whose B
     is perturbed, so that the adapted model differs from its foundation."""
     torch.manual_seed(0)
     model = attach_lora(build_model(SPECS[kind], dataset), lora or LoraSpec(rank=2, alpha=2.0))
@@ -75,7 +83,7 @@ def dataset() -> TransitionDataset:
 
 @pytest.fixture
 def plain(dataset: TransitionDataset) -> Callable[[str], ControlModel]:
-    """plain(kind): an untrained tiny foundation of "policy" or "diffuser" (seeded)."""
+    """plain(kind): an untrained tiny foundation of "policy", "bdm" or "diffuser" (seeded)."""
 
     def build(kind: str) -> ControlModel:
         torch.manual_seed(0)

@@ -42,7 +42,7 @@ from dmc_align.rewards import (
     RewardModel,
 )
 from dmc_align.schedule import PassOutcome, PassRunner
-from dmc_align.spec import AlignConfig, PassSpec
+from dmc_align.spec import METHOD_MODEL_KINDS, AlignConfig, PassSpec
 from dmc_core.atomic import atomic_write_text
 from dmc_core.config import entry, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
@@ -95,7 +95,12 @@ def run_pass(
     seed: int,
     out: Path | None = None,
 ) -> PassOutcome:
-    """Align `model` (adapters attached) by one pass; it ends on the best state it saw."""
+    """Align `model` (adapters attached) by one pass; it ends on the best state it saw.
+
+    Raises:
+        ConfigError: the pass's method cannot align this kind of model (EDA needs a BDM).
+    """
+    _check_method(name, spec, model)
     model.train()
     generator = torch_generator(seed + zlib.crc32(name.encode()) % 100_000)
     conditions = ConditionPool.from_dataset(
@@ -155,6 +160,15 @@ def _reward(
 def _differentiable_dynamics(task: Nav1DTask) -> NextState:
     """Nav1D's s' = clip(s + gamma clip(a, -1, 1), -1, 1) on tensors (raw units)."""
     return lambda s, a: (s + task.step_size * a.clamp(-1.0, 1.0)).clamp(-1.0, 1.0)
+
+
+def _check_method(name: str, spec: PassSpec, model: ControlModel) -> None:
+    kinds = METHOD_MODEL_KINDS.get(spec.method)
+    if kinds is not None and model.kind not in kinds:
+        raise ConfigError(
+            f"align.passes.{name}.method: {spec.method} aligns {' or '.join(kinds)} models only; "
+            f"'{spec.model}' is a {model.kind}"
+        )
 
 
 def _check_sources(

@@ -19,13 +19,16 @@ from dmc_core.config import BaseConfig, knob
 __all__ = [
     "CREDIT_KINDS",
     "DIVERGENCES",
+    "EDA_VARIANTS",
     "LORA_LAYERS",
     "METHODS",
+    "METHOD_MODEL_KINDS",
     "REWARDS",
     "AlignConfig",
     "CollapseSpec",
     "CreditSpec",
     "DPOSpec",
+    "EDASpec",
     "LoraSpec",
     "OnlineSpec",
     "PPOSpec",
@@ -35,7 +38,12 @@ __all__ = [
 ]
 
 #: The alignment methods a pass can run (one file each in `dmc_align.methods`).
-METHODS = ("ppo", "qvpg", "dpo", "sft")
+METHODS = ("ppo", "qvpg", "dpo", "sft", "eda")
+#: Methods that need a particular kind of model: EDA compares log-densities, which only a
+#: bottleneck diffusion model (BDM) exposes.
+METHOD_MODEL_KINDS = {"eda": ("bdm",)}
+#: EDA's targets: softmax of the Q values (value-based) or one-hot on the best (preference).
+EDA_VARIANTS = ("value", "preference")
 #: r(z_0): the critic's Q of the first action, or the task return of the planned trajectory.
 REWARDS = ("q_first_action", "plan_return")
 #: kappa_t: equal, decreasing towards the noisy end, or step/chain direction similarity.
@@ -127,6 +135,22 @@ class SFTSpec:
 
 
 @dataclass(frozen=True)
+class EDASpec:
+    """Efficient Diffusion Alignment of a BDM (Chen et al. 2024, Eq. 14; spec §4.7).
+
+    Defaults follow the paper scaled to a small task: K = 16 candidates, alpha = 3 (the
+    released code's Q scale); beta is per task in the paper (0.1 .. 5).
+    """
+
+    candidates: int = knob(16, ge=2, doc="K: reference samples per state, labelled by Q")
+    alpha: float = knob(3.0, ge=0.0, doc="value target: softmax_K(alpha Q)")
+    beta: float = knob(1.0, gt=0.0, doc="logits: beta (f_theta - f_phi) of the noised candidates")
+    variant: str = knob("value", choices=EDA_VARIANTS, doc="value (soft Q) or preference (one-hot)")
+    standardise_q: bool = knob(False, doc="standardise Q within each state before alpha")
+    updates_per_batch: int = knob(10, ge=1, doc="updates on one set of candidates")
+
+
+@dataclass(frozen=True)
 class CollapseSpec:
     """When a pass counts as collapsed, and what a rollback does (spec §4.5)."""
 
@@ -154,7 +178,7 @@ class PassSpec:
 
     model: str = knob(doc="pretrain.models entry it aligns (its foundation)")
     after: str = knob(doc="where it starts: the foundation (= model) or an earlier pass")
-    method: str = knob("qvpg", choices=METHODS, doc="ppo, qvpg, dpo or sft")
+    method: str = knob("qvpg", choices=METHODS, doc="ppo, qvpg, dpo, sft or eda")
     dataset: str = knob(doc="make_dataset entry: conditions and BC data (the model's)")
     critic: str = knob(doc="fit_critic entry that gives r(z_0)")
     reward: str = knob("q_first_action", choices=REWARDS, doc="r(z_0)")
@@ -177,9 +201,10 @@ class PassSpec:
     qvpg: QVPGSpec = knob(factory=QVPGSpec)
     dpo: DPOSpec = knob(factory=DPOSpec)
     sft: SFTSpec = knob(factory=SFTSpec)
+    eda: EDASpec = knob(factory=EDASpec)
 
     @property
-    def method_spec(self) -> PPOSpec | QVPGSpec | DPOSpec | SFTSpec:
+    def method_spec(self) -> PPOSpec | QVPGSpec | DPOSpec | SFTSpec | EDASpec:
         """The knobs of this pass's method."""
         return getattr(self, self.method)  # type: ignore[no-any-return]
 

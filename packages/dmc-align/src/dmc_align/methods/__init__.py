@@ -11,12 +11,14 @@ from dmc_align.methods.base import (
     standardise_per_condition,
 )
 from dmc_align.methods.dpo import DPO, diffusion_dpo_loss, min_snr_weights
+from dmc_align.methods.eda import EDA, eda_loss, eda_targets
 from dmc_align.methods.ppo import PPO, ppo_surrogate
 from dmc_align.methods.qvpg import QVPG, CreditScaledDenoiser, q_policy_loss
 from dmc_align.methods.sft import SFT, foundation_nll, top_per_condition
 
 __all__ = [
     "DPO",
+    "EDA",
     "METHOD_CLASSES",
     "PPO",
     "QVPG",
@@ -27,6 +29,8 @@ __all__ = [
     "Method",
     "build_method",
     "diffusion_dpo_loss",
+    "eda_loss",
+    "eda_targets",
     "foundation_nll",
     "min_snr_weights",
     "ppo_surrogate",
@@ -40,6 +44,7 @@ METHOD_CLASSES: dict[str, Callable[[AlignContext], Method]] = {
     "qvpg": QVPG,
     "dpo": DPO,
     "sft": SFT,
+    "eda": EDA,
 }
 
 

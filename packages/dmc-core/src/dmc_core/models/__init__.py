@@ -1,4 +1,5 @@
-"""Foundation models for control (spec §2): Diffuser, Decision Diffuser, Diffusion Policy.
+"""Foundation models for control (spec §2): Diffuser, Decision Diffuser, Diffusion Policy, and
+EDA's bottleneck diffusion model (BDM, spec §4.7).
 
 `build_model(spec, dataset)` makes an untrained model whose normalisers are fitted to a dataset;
 `save_model` / `load_model` round-trip a model through a safetensors checkpoint whose sidecar
@@ -18,6 +19,7 @@ from dmc_core.checkpoint import load_checkpoint, save_checkpoint
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import CheckpointError
 from dmc_core.models.base import Conditioning, ControlModel
+from dmc_core.models.bdm import BottleneckDiffusionModel
 from dmc_core.models.decision_diffuser import DecisionDiffuser
 from dmc_core.models.diffuser import Diffuser
 from dmc_core.models.diffusion_policy import DiffusionPolicy
@@ -36,6 +38,7 @@ __all__ = [
     "INPAINTING_MODES",
     "MODELS",
     "MODEL_KINDS",
+    "BottleneckDiffusionModel",
     "Conditioning",
     "ControlModel",
     "DecisionDiffuser",
@@ -56,7 +59,7 @@ __all__ = [
 ]
 
 MODELS: dict[str, type[ControlModel]] = {
-    cls.kind: cls for cls in (Diffuser, DecisionDiffuser, DiffusionPolicy)
+    cls.kind: cls for cls in (Diffuser, DecisionDiffuser, DiffusionPolicy, BottleneckDiffusionModel)
 }
 MODEL_CHECKPOINT_KIND = "dmc-control-model"
 

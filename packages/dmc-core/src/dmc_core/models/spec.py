@@ -15,6 +15,7 @@ from dmc_core.config import from_plain, knob
 from dmc_core.models.inpainting import INPAINTING_MODES
 
 __all__ = [
+    "EPS_FORMULATIONS",
     "FORMULATIONS",
     "MODEL_KINDS",
     "POLICY_KINDS",
@@ -24,9 +25,11 @@ __all__ = [
     "spec_from_dict",
 ]
 
-#: The models of spec §2: two planners and a policy.
-MODEL_KINDS = ("diffuser", "decision_diffuser", "diffusion_policy")
-POLICY_KINDS = ("diffusion_policy",)
+#: The models of spec §2 (two planners and a policy) and EDA's bottleneck diffusion policy.
+MODEL_KINDS = ("diffuser", "decision_diffuser", "diffusion_policy", "bdm")
+POLICY_KINDS = ("diffusion_policy", "bdm")
+#: Formulations whose network predicts the noise: a BDM's gradient is a noise prediction.
+EPS_FORMULATIONS = ("ddpm", "ddim", "sm")
 FORMULATIONS = ("ddpm", "ddim", "sm", "fm")
 
 
@@ -70,7 +73,7 @@ def _default_backbone() -> dict[str, Any]:
 class ModelSpec:
     """One foundation model: `pretrain.models.<name>` in `params.yaml`."""
 
-    kind: str = knob("diffuser", choices=MODEL_KINDS, doc="diffuser, decision_diffuser, ...")
+    kind: str = knob("diffuser", choices=MODEL_KINDS, doc="planner or policy kind (spec §2, §4.7)")
     dataset: str = knob("full", doc="make_dataset entry it learns from (dvc.yaml reads it)")
     horizon: int = knob(8, ge=1, le=1024, doc="planned steps H, or the action chunk's length")
     history: int = knob(1, ge=1, le=64, doc="observations conditioned on (policies' To)")
@@ -100,6 +103,12 @@ class ModelSpec:
             yield "inpainting", "policies condition on history, not in-painting: set 'none'"
         if not self.is_policy and self.history != 1:
             yield "history", "planners condition on the current observation: set 1"
+        if self.kind == "bdm" and self.formulation.name not in EPS_FORMULATIONS:
+            yield (
+                "formulation.name",
+                f"bdm predicts eps as a gradient; {self.formulation.name} does not predict eps "
+                f"(use one of {EPS_FORMULATIONS})",
+            )
         yield from _backbone_problems(self.backbone)
 
 

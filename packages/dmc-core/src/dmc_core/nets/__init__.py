@@ -22,6 +22,7 @@ from dmc_core.nets.embeddings import (
     check_denoiser_inputs,
     sinusoidal_embedding,
 )
+from dmc_core.nets.energy import EnergyDenoiser
 from dmc_core.nets.feedforward import mlp
 from dmc_core.nets.residual_mlp import ResidualMLP
 from dmc_core.nets.unet import TemporalUNet
@@ -30,6 +31,7 @@ __all__ = [
     "BACKBONES",
     "ConditionEncoder",
     "DiT1d",
+    "EnergyDenoiser",
     "ResidualMLP",
     "TemporalUNet",
     "TimeCondEmbedding",
