@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dmc_align.align import align
+from dmc_align.fit_cascade import FitCascadeConfig, fit_cascade
 from dmc_align.spec import AlignConfig
 from dmc_core.cli import Arg, Stage
 
@@ -22,5 +23,19 @@ STAGES: tuple[Stage, ...] = (
             Arg("--out", "pass directory: merged model, adapters, metrics.json, live/"),
         ),
         run=align,
+    ),
+    Stage(
+        name="fit_cascade",
+        summary="Train a cascade that refines one model's samples into better ones (spec 4.4).",
+        schema=FitCascadeConfig,
+        args=(
+            Arg("--name", "cascade entry of fit_cascade.cascades"),
+            Arg("--model", "checkpoint of the model whose samples it refines"),
+            Arg("--foundation", "checkpoint of the foundation it is warm-started from"),
+            Arg("--dataset", "dataset file the observation histories come from"),
+            Arg("--critic", "critic checkpoint whose Q(s, a_0) orders the pairs"),
+            Arg("--out", "cascade directory: model.safetensors (+ the refined model), metrics"),
+        ),
+        run=fit_cascade,
     ),
 )

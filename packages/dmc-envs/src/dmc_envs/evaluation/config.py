@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from dmc_core.config import BaseConfig, knob
 from dmc_critic import SELECTION_RULES
 
-__all__ = ["Budget", "EvalProtocol", "EvaluateConfig", "RunSpec", "SummarizeConfig"]
+#: The stage of every cascade run's rows starts with it (cascade, cascade_x2, ...).
+CASCADE_STAGE = "cascade"
+
+__all__ = [
+    "CASCADE_STAGE",
+    "Budget",
+    "EvalProtocol",
+    "EvaluateConfig",
+    "RunSpec",
+    "SummarizeConfig",
+]
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,17 @@ class RunSpec:
     stage: str = knob("foundation", doc="what the model is: foundation, an alignment pass, ...")
     label: str = knob("", doc="model name in the rows (empty: `model`); passes give their base")
     sweep: bool = knob(True, doc="run the candidates sweep (off for intermediate passes)")
+    cascade_passes: int = knob(
+        0, ge=0, le=4, doc="model is a fit_cascade output: refine its model's samples this often"
+    )
+
+    def invalid_fields(self) -> Iterator[tuple[str, str]]:
+        """Cascade runs (and only they) have a stage that starts with `cascade`."""
+        cascaded = self.stage.startswith(CASCADE_STAGE)
+        if self.cascade_passes and not cascaded:
+            yield "stage", f"'{self.stage}': a cascade run's stage must start with 'cascade'"
+        if cascaded and not self.cascade_passes:
+            yield "cascade_passes", f"stage '{self.stage}' is a cascade's: set 1 or 2 passes"
 
 
 def _foundation_runs() -> dict[str, RunSpec]:

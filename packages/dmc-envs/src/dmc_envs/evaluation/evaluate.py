@@ -31,9 +31,11 @@ from dmc_core.config import entry
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
+from dmc_core.models.cascade import is_cascade_checkpoint, load_cascade
 from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import load_critic
+from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.config import Budget, EvalProtocol, EvaluateConfig, RunSpec
 from dmc_envs.evaluation.entropy import histogram_entropy
 from dmc_envs.evaluation.episodes import (
@@ -49,7 +51,7 @@ from dmc_envs.evaluation.proposers import ModelProposer, Proposer
 from dmc_envs.nav1d import Nav1DSolution, Nav1DTask, plot_reward_field, policy_from_dict, solve
 from dmc_envs.nav1d.behaviour import BehaviourPolicy
 
-__all__ = ["Nav1DBench", "evaluate", "evaluate_proposer"]
+__all__ = ["Nav1DBench", "evaluate", "evaluate_proposer", "load_proposer"]
 
 log = logging.getLogger(__name__)
 TASK = "nav1d"
@@ -79,7 +81,9 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     """Evaluate `config.runs[args.name]`; write results and pictures (see the module doc)."""
     run = entry(config.runs, args.name, "evaluate.runs", args.params)
     device = choose_device(config.device)
-    model = load_model(args.model, device=str(device))
+    model, proposer = load_proposer(
+        args.model, run, str(device), f"{args.params}: evaluate.runs.{args.name}"
+    )
     if model.spec.dataset != run.dataset:
         raise ConfigError(
             f"{args.params}: evaluate.runs.{args.name}.dataset is '{run.dataset}' but the model "
@@ -92,12 +96,11 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
             f"{args.params}: evaluate.runs.{args.name}: the critic {args.critic} learned from "
             f"'{critic.spec.dataset}', the model from '{run.dataset}'"
         )
-    proposer = ModelProposer(model)
     protocol = config.protocol
     budget = protocol.planner if proposer.role == "planner" else protocol.policy
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
     identity = _identity(args.name, run, model)
-    recipe = _protocol(model, budget, protocol)
+    recipe = _protocol(model, budget, protocol, run.cascade_passes)
     summary_pairs, sweep_pairs = _configurations(protocol, budget, run.sweep)
     results = {
         (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
@@ -118,6 +121,25 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     baseline = next((r for r in summary if r["selection"] == "none"), None)
     if sweep:
         plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
+
+
+def load_proposer(
+    path: str, run: RunSpec, device: str, where: str
+) -> tuple[ControlModel, Proposer]:
+    """The model a checkpoint holds and its proposer: a `fit_cascade` checkpoint gives the model
+    it refines, whose candidates the cascade refines `run.cascade_passes` times."""
+    if not is_cascade_checkpoint(path):
+        if run.cascade_passes:
+            raise ConfigError(f"{where}.cascade_passes: {path} is no fit_cascade output")
+        model = load_model(path, device=device)
+        return model, ModelProposer(model)
+    if not run.cascade_passes:
+        raise ConfigError(f"{where}: {path} is a cascade; set cascade_passes (1 or 2)")
+    cascade = load_cascade(path, device=device)
+    if cascade.source is None:
+        raise ConfigError(f"{path}: the cascade records no model to refine")
+    base = ModelProposer(cascade.source)
+    return cascade.source, CascadeProposer(base, cascade, run.cascade_passes)
 
 
 def evaluate_proposer(
@@ -190,13 +212,17 @@ def _identity(name: str, run: RunSpec, model: ControlModel) -> dict[str, Any]:
     }
 
 
-def _protocol(model: ControlModel, budget: Budget, config: EvalProtocol) -> dict[str, Any]:
-    """How every row of this run was produced (written into each row)."""
+def _protocol(
+    model: ControlModel, budget: Budget, config: EvalProtocol, cascade_passes: int = 0
+) -> dict[str, Any]:
+    """How every row of this run was produced (written into each row). A cascade's steps are
+    counted as the refined model's (the cascade is warm-started from the same architecture)."""
     return {
         "episodes": budget.episodes,
         "seed": config.seed,
         "start_states": "uniform [-1, 1]",
-        "denoising_steps": model.formulation.num_steps,
+        "denoising_steps": model.formulation.num_steps * (1 + cascade_passes),
+        "cascade_passes": cascade_passes,
         "softmax_temperature": config.softmax_temperature,
         "coherency": "dynamics kernel" if model.role == "planner" else "behaviour density",
         "coherency_width": config.coherency_width,

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dmc_core.models import ControlModel
 
-__all__ = ["ModelProposer", "Proposal", "Proposer"]
+__all__ = ["DecodingModel", "ModelProposer", "Proposal", "Proposer", "decode_proposal"]
 
 
 @dataclass(frozen=True)
@@ -23,16 +23,18 @@ class Proposal:
     """Candidates for a batch of decisions, raw units.
 
     `plan_states` / `plan_actions` are the planned trajectories of planners (None otherwise);
-    evaluation measures their dynamics coherency.
+    evaluation measures their dynamics coherency. `z0` is the model's sample itself (normalised),
+    which a cascade refines (None for proposers that are no diffusion model).
 
     Shapes:
         actions: (B, n, action_exec, act_dim); plan_states: (B, n, H, obs_dim);
-        plan_actions: (B, n, H or H - 1, act_dim).
+        plan_actions: (B, n, H or H - 1, act_dim); z0: (B, n, H, transition_dim).
     """
 
     actions: Tensor
     plan_states: Tensor | None = None
     plan_actions: Tensor | None = None
+    z0: Tensor | None = None
 
 
 class Proposer(Protocol):
@@ -45,6 +47,16 @@ class Proposer(Protocol):
 
     def propose(self, history: Tensor, n: int, generator: torch.Generator) -> Proposal:
         """`n` candidates per history. Shapes: history (B, To, obs_dim)."""
+        ...
+
+
+class DecodingModel(Protocol):
+    """What turns samples into a proposal: a `ControlModel` or a cascade."""
+
+    role: str
+
+    def decode_actions(self, z0: Tensor) -> Tensor:
+        """The actions to execute, raw units. Shapes: (B, H, D) -> (B, action_exec, act_dim)."""
         ...
 
 
@@ -65,13 +77,24 @@ class ModelProposer:
         batch = history.shape[0]
         repeated = history.to(self.device).repeat_interleave(n, dim=0)
         z0 = self.model.sample(repeated, generator, record=False).x0
-        actions = self.model.decode_actions(z0)
-        proposal = Proposal(actions=actions.reshape(batch, n, *actions.shape[1:]).cpu())
-        if self.role != "planner":
-            return proposal
-        states, plan_actions = self.model.decode_plan(z0)  # type: ignore[attr-defined]
-        return Proposal(
-            actions=proposal.actions,
-            plan_states=states.reshape(batch, n, *states.shape[1:]).cpu(),
-            plan_actions=plan_actions.reshape(batch, n, *plan_actions.shape[1:]).cpu(),
-        )
+        return decode_proposal(self.model, z0, batch, n)
+
+
+def decode_proposal(model: DecodingModel, z0: Tensor, batch: int, n: int) -> Proposal:
+    """The proposal of `batch * n` samples `z0` (grouped by history): actions, plans, z0.
+
+    Shapes:
+        z0: (batch * n, H, transition_dim) normalised.
+    """
+    actions = model.decode_actions(z0)
+    grouped = z0.reshape(batch, n, *z0.shape[1:]).cpu()
+    actions = actions.reshape(batch, n, *actions.shape[1:]).cpu()
+    if model.role != "planner":
+        return Proposal(actions=actions, z0=grouped)
+    states, plan_actions = model.decode_plan(z0)  # type: ignore[attr-defined]
+    return Proposal(
+        actions=actions,
+        plan_states=states.reshape(batch, n, *states.shape[1:]).cpu(),
+        plan_actions=plan_actions.reshape(batch, n, *plan_actions.shape[1:]).cpu(),
+        z0=grouped,
+    )

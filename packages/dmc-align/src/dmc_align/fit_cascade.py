@@ -1,0 +1,305 @@
+"""Stage `fit_cascade`: train a cascade that refines the samples of one model (spec §4.4).
+
+    python -m dmc_align fit_cascade --name diffuser_cascade \
+        --model data/models/diffuser/model.safetensors \
+        --foundation data/models/diffuser/model.safetensors \
+        --dataset data/datasets/nav1d/full.hdf5 --critic data/critics/full/critic.safetensors \
+        --out data/models/diffuser_cascade
+
+`--model` is the model whose samples the cascade refines (a `pretrain` or an `align` output),
+`--foundation` the weights it starts from. The reward of the pairs is r = Q(s, a_0) of the
+critic (`dmc_align.rewards.QFirstAction`, as alignment uses it). The pairs are drawn once, from
+`conditions` observation histories of the dataset (`dmc_align.cascade_pairs`); the cascade is
+then trained on them like a foundation (AdamW, warm-up + cosine, EMA, resumable snapshots).
+Writes into `--out`:
+    model.safetensors (+ .yaml)  the cascade with the refined model inside: evaluation rolls
+                                 out `model -> cascade (-> cascade)` from this file alone
+    metrics.json                 pairs, reward gap, seconds of each phase, final loss
+    live/                        dvclive curves of the loss and the learning rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dmc_align.cascade_pairs import PAIR_MODES, CascadePairs, make_pairs
+from dmc_align.conditions import ConditionPool
+from dmc_align.rewards import QFirstAction
+from dmc_core.atomic import atomic_write_text
+from dmc_core.checkpoint import file_sha256
+from dmc_core.config import BaseConfig, entry, knob, to_plain
+from dmc_core.data import TransitionDataset, read_dataset
+from dmc_core.errors import ConfigError
+from dmc_core.models import ControlModel, load_model
+from dmc_core.models.cascade import CascadeModel, save_cascade
+from dmc_core.models.spec import TrainSpec
+from dmc_core.pretrain import learning_rate
+from dmc_core.seeding import torch_generator
+from dmc_core.training import EMA, ResumableRun, World, data_parallel_world
+from dmc_critic import IQLCritic, load_critic
+
+__all__ = ["CascadeSpec", "CascadeTrain", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
+
+log = logging.getLogger(__name__)
+PAIRS_SEED_OFFSET = 31
+
+
+@dataclass(frozen=True)
+class CascadeTrain:
+    """How the cascade is trained on its pairs."""
+
+    steps: int = knob(600, ge=1, doc="gradient steps")
+    batch_size: int = knob(256, ge=1, doc="pairs per step")
+    lr: float = knob(3e-4, gt=0.0, doc="AdamW learning rate after warm-up")
+    weight_decay: float = knob(1e-6, ge=0.0, doc="AdamW weight decay")
+    warmup_steps: int = knob(50, ge=0, doc="linear warm-up, then cosine decay to 0")
+    grad_clip: float = knob(1.0, ge=0.0, doc="max gradient norm (0 = no clipping)")
+    ema_decay: float = knob(0.99, ge=0.0, lt=1.0, doc="EMA of the weights; the EMA is saved")
+    checkpoint_every: int = knob(500, ge=1, doc="steps between resumable snapshots")
+    log_every: int = knob(50, ge=1, doc="steps between logged metrics")
+
+    def schedule(self) -> TrainSpec:
+        """The learning-rate schedule in `pretrain`'s terms."""
+        return TrainSpec(
+            steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps
+        )
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """One cascade: `fit_cascade.cascades.<name>` in `params.yaml`."""
+
+    model: str = knob("diffuser", doc="model it refines: a pretrain or align entry (dvc.yaml)")
+    foundation: str = knob("diffuser", doc="pretrain entry whose weights it starts from")
+    dataset: str = knob("full", doc="make_dataset entry the histories come from")
+    critic: str = knob("full", doc="fit_critic entry whose Q(s, a_0) orders the pairs")
+    pairs: str = knob("inpaint", choices=PAIR_MODES, doc="consistency: inpaint, shared_latent")
+    conditions: int = knob(1024, ge=1, doc="observation histories pairs are drawn for")
+    candidates: int = knob(8, ge=2, doc="samples per history; the best is every pair's x_r")
+    branch_fraction: float = knob(0.5, gt=0.0, lt=1.0, doc="shared_latent: chain share to z_t")
+    hidden: int = knob(64, ge=1, doc="width of the x_cond encoder")
+    train: CascadeTrain = knob(factory=CascadeTrain)
+
+
+def _nav1d_cascades() -> dict[str, CascadeSpec]:
+    return {"diffuser_cascade": CascadeSpec()}
+
+
+@dataclass(frozen=True)
+class FitCascadeConfig:
+    """Stage `fit_cascade`: the cascades, one DVC stage instance per entry."""
+
+    base: BaseConfig = knob(factory=BaseConfig)
+    cascades: dict[str, CascadeSpec] = knob(factory=_nav1d_cascades)
+    device: str = knob("auto", choices=("auto", "cpu", "cuda"), doc="auto: a GPU if present")
+
+
+def fit_cascade(config: FitCascadeConfig, args: argparse.Namespace) -> None:
+    """Fit `config.cascades[args.name]` (see the module docstring)."""
+    spec = entry(config.cascades, args.name, "fit_cascade.cascades", args.params)
+    dataset = read_dataset(args.dataset)
+    with data_parallel_world(config.device) as world:
+        if world.size != 1:
+            raise ConfigError("fit_cascade runs in one process (its pairs are drawn once)")
+        device = str(world.device)
+        source = load_model(args.model, device=device)
+        foundation = load_model(args.foundation, device=device)
+        critic = load_critic(args.critic, device=device)
+        _check_sources(args, spec, source, foundation, critic)
+        run = CascadeTrainingRun(
+            spec,
+            source,
+            foundation,
+            critic,
+            dataset,
+            Path(args.out),
+            world,
+            config.base.seed,
+            args.name,
+            file_sha256(args.dataset),
+        )
+        run.train()
+
+
+def draw_pairs(
+    spec: CascadeSpec,
+    source: ControlModel,
+    critic: IQLCritic,
+    dataset: TransitionDataset,
+    seed: int,
+    chunk: int = 256,
+) -> CascadePairs:
+    """The cascade's training pairs: `spec.conditions` dataset histories, `candidates` samples
+    of `source` each (in chunks of `chunk` histories)."""
+    generator = torch_generator(seed + PAIRS_SEED_OFFSET)
+    pool = ConditionPool.from_dataset(dataset, source.history_len, 0, generator)
+    device = next(source.parameters()).device
+    histories = pool.sample(spec.conditions, generator).to(device)
+    reward = QFirstAction(critic)
+    noise = torch_generator(seed + PAIRS_SEED_OFFSET + 1, device)
+    source.eval()
+    parts = [
+        make_pairs(
+            source,
+            reward,
+            histories[i : i + chunk],
+            spec.candidates,
+            spec.pairs,
+            noise,
+            spec.branch_fraction,
+        )
+        for i in range(0, histories.shape[0], chunk)
+    ]
+    return CascadePairs.cat(parts)
+
+
+class CascadeTrainingRun(ResumableRun):
+    """One `fit_cascade` run: pairs, cascade, EMA, optimiser, snapshot; `train()` runs it."""
+
+    stage = "fit_cascade"
+
+    def __init__(
+        self,
+        spec: CascadeSpec,
+        source: ControlModel,
+        foundation: ControlModel,
+        critic: IQLCritic,
+        dataset: TransitionDataset,
+        out: Path,
+        world: World,
+        seed: int,
+        name: str,
+        dataset_digest: str | None = None,
+    ) -> None:
+        """Draw the pairs and warm-start the cascade from the foundation."""
+        self.spec, self.schedule = spec, spec.train
+        self.out, self.world, self.seed, self.name = out, world, seed, name
+        began = time.perf_counter()
+        self.pairs = draw_pairs(spec, source, critic, dataset, seed)
+        self.pair_seconds = time.perf_counter() - began
+        if len(self.pairs) == 0:
+            raise ConfigError(
+                f"fit_cascade.cascades.{name}: no pair has a strictly better sample "
+                f"(all {spec.candidates} candidates of every history tie)"
+            )
+        log.info(
+            "%s: %d pairs (%s) in %.1f s, mean reward gap %.4f",
+            name,
+            len(self.pairs),
+            spec.pairs,
+            self.pair_seconds,
+            self.pairs.gap,
+        )
+        self.cascade = CascadeModel(foundation, spec.hidden, source=source).to(world.device)
+        self.cascade.refiner.train()
+        self.ema = EMA(self.cascade.refiner, spec.train.ema_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.cascade.refiner.parameters(),
+            lr=spec.train.lr,
+            weight_decay=spec.train.weight_decay,
+        )
+        self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
+
+    @property
+    def parameters(self) -> int:
+        """Trainable parameters of the cascade."""
+        return sum(p.numel() for p in self.cascade.refiner.parameters() if p.requires_grad)
+
+    def step(self, step: int, generators: tuple[torch.Generator, ...]) -> dict[str, float]:
+        """One AdamW step on a batch of pairs, then the EMA update."""
+        picks, noise = generators
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.spec.train.schedule(), step)
+        index = torch.randint(len(self.pairs), (self.spec.train.batch_size,), generator=picks)
+        index = index.to(self.pairs.x_r.device)
+        loss = self.cascade.denoising_loss(
+            self.pairs.x_r[index], self.pairs.history[index], self.pairs.x_cond[index], noise
+        ).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.spec.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(
+                self.cascade.refiner.parameters(), self.spec.train.grad_clip
+            )
+        self.optimizer.step()
+        self.ema.update(self.cascade.refiner)
+        return {"loss": float(loss.detach())}
+
+    def gauges(self) -> dict[str, float]:
+        """The learning rate in use."""
+        return {"lr": self.optimizer.param_groups[0]["lr"]}
+
+    def save_state(self, step: int) -> None:
+        """Weights, EMA and optimiser state."""
+        self.snapshot.save(step, self.cascade.refiner, self.ema, self.optimizer)
+
+    def restore_state(self) -> int:
+        """Continue from a snapshot of the same settings and dataset, if there is one."""
+        return self.snapshot.restore(self.cascade.refiner, self.ema, self.optimizer)
+
+    def finish(self, summary: dict[str, float]) -> Path:
+        """Save the EMA cascade (with its source model) and the run's metrics."""
+        self.ema.copy_to(self.cascade.refiner)
+        self.cascade.eval()
+        record = {
+            "name": self.name,
+            "pairs": len(self.pairs),
+            "pair_mode": self.spec.pairs,
+            "reward_cond": float(self.pairs.r_cond.mean()),
+            "reward_r": float(self.pairs.r_r.mean()),
+            "reward_gap": self.pairs.gap,
+            "pair_seconds": round(self.pair_seconds, 2),
+            "train_seconds": summary.get("seconds", 0.0),
+            "final_loss": summary.get("final_loss", float("nan")),
+            "steps": self.spec.train.steps,
+            "parameters": self.parameters,
+        }
+        path = self.out / "model.safetensors"
+        save_cascade(path, self.cascade, {**record, "spec": to_plain(self.spec)})
+        atomic_write_text(self.out / "metrics.json", json.dumps(record, indent=2) + "\n")
+        self.snapshot.clear()
+        log.info(
+            "%s: wrote %s (%d pairs, loss %.4f)",
+            self.name,
+            path,
+            len(self.pairs),
+            record["final_loss"],
+        )
+        return path
+
+
+def _check_sources(
+    args: argparse.Namespace,
+    spec: CascadeSpec,
+    source: ControlModel,
+    foundation: ControlModel,
+    critic: IQLCritic,
+) -> None:
+    where = f"{args.params}: fit_cascade.cascades.{args.name}"
+    for label, model, path in (
+        ("model", source, args.model),
+        ("foundation", foundation, args.foundation),
+    ):
+        if model.spec.dataset != spec.dataset:
+            raise ConfigError(
+                f"{where}.dataset is '{spec.dataset}' but the {label} {path} learned from "
+                f"'{model.spec.dataset}'"
+            )
+    if critic.spec.dataset != spec.dataset:
+        raise ConfigError(
+            f"{where}.critic: {args.critic} learned from '{critic.spec.dataset}', "
+            f"the cascade from '{spec.dataset}'"
+        )
+    try:
+        from dmc_core.models.cascade import check_compatible
+
+        check_compatible(source, foundation)
+    except ValueError as err:
+        raise ConfigError(f"{where}.foundation: {err}") from None
