@@ -15,6 +15,7 @@ from dmc_align.lora import (
     lora_targets,
     merged_copy,
     reference_mode,
+    sampling_mode,
     save_adapters,
 )
 from dmc_align.spec import LoraSpec
@@ -88,3 +89,20 @@ def test_reference_mode_restores_the_foundation_biases_a_pass_trains(bias: str, 
     with reference_mode(model):
         assert torch.allclose(_x0(model, history), base, atol=1e-6)
     assert torch.equal(_x0(model, history), trained)
+
+
+@pytest.mark.parametrize("kind", ["diffuser", "policy"])
+def test_sampling_mode_samples_like_the_adapted_model_and_restores_it_exactly(
+    kind: str, tiny
+) -> None:
+    model = tiny(kind, LoraSpec(rank=2, alpha=2.0, bias="all"))
+    history = torch.zeros(3, model.history_len, model.obs_dim)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    adapted = _x0(model, history)
+    with sampling_mode(model):
+        merged = _x0(model, history)
+        assert not torch.is_grad_enabled()
+    assert torch.allclose(merged, adapted, rtol=1e-4, atol=1e-5)
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+    assert torch.equal(_x0(model, history), adapted)

@@ -43,6 +43,7 @@ __all__ = [
     "lora_targets",
     "merged_copy",
     "reference_mode",
+    "sampling_mode",
     "save_adapters",
     "trainable_parameters",
 ]
@@ -113,6 +114,27 @@ def reference_mode(model: ControlModel) -> Iterator[ControlModel]:
             finally:
                 for name, value in trained.items():
                     parameters[name].copy_(value)
+
+
+@contextlib.contextmanager
+def sampling_mode(model: ControlModel) -> Iterator[ControlModel]:
+    """Inside the block the adapters are merged into their base layers, gradients off: the same
+    function as the adapted model at the foundation's cost per step (an unmerged peft layer adds
+    two products and Python overhead to every call, which dominates sampling on a CPU). On exit
+    the base weights are restored exactly (a copy, not a subtraction that would drift)."""
+    net = _peft_net(model)
+    with torch.no_grad():
+        base = {
+            name: p.detach().clone() for name, p in net.named_parameters() if "lora_" not in name
+        }
+        net.merge_adapter()
+        try:
+            yield model
+        finally:
+            net.unmerge_adapter()
+            parameters = dict(net.named_parameters())
+            for name, value in base.items():
+                parameters[name].copy_(value)
 
 
 def trainable_parameters(model: ControlModel) -> list[nn.Parameter]:

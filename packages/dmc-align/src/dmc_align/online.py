@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dmc_align.conditions import ConditionPool
+from dmc_align.lora import sampling_mode
 from dmc_align.spec import OnlineSpec
 from dmc_core.data import TransitionDataset
 from dmc_core.models import ControlModel, WindowSampler
@@ -109,16 +110,17 @@ class OnlineTuner:
         """Episodes of the current model, one sample per decision."""
         proposer = ModelProposer(self.model)
         try:
-            return roll_out(
-                self.task,
-                proposer,
-                Selection("none", 1),
-                None,
-                self.behaviour,
-                episodes=self.spec.episodes,
-                seed=self.seed + 7919 * self.rounds,
-                coherency_width=0.05,
-            )
+            with sampling_mode(self.model):
+                return roll_out(
+                    self.task,
+                    proposer,
+                    Selection("none", 1),
+                    None,
+                    self.behaviour,
+                    episodes=self.spec.episodes,
+                    seed=self.seed + 7919 * self.rounds,
+                    coherency_width=0.05,
+                )
         finally:
             self.model.train()
 

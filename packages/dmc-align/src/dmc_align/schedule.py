@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from dmc_align.conditions import ConditionPool
-from dmc_align.lora import adapter_state, load_adapter_state, trainable_parameters
+from dmc_align.lora import adapter_state, load_adapter_state, sampling_mode, trainable_parameters
 from dmc_align.methods import AlignContext, CollapseError, Method
 
 __all__ = ["PassOutcome", "PassRunner"]
@@ -85,7 +85,8 @@ class PassRunner:
         model = self.context.model
         history = self.conditions.held_out.to(next(model.parameters()).device)
         generator = torch.Generator(device=history.device).manual_seed(self.objective_seed)
-        z0 = model.sample(history, generator, record=False).x0
+        with sampling_mode(model):
+            z0 = model.sample(history, generator, record=False).x0
         return float(self.context.reward(model, z0, history).mean())
 
     def run(self) -> PassOutcome:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from dmc_align.credit import credit_weights
 from dmc_align.divergence import gaussian_kl
-from dmc_align.lora import reference_mode
+from dmc_align.lora import reference_mode, sampling_mode
 from dmc_align.methods.base import AlignContext, standardise_per_condition
 from dmc_core.diffusion import StepRecord, gaussian_log_prob
 
@@ -60,7 +60,7 @@ class PPO:
         """Sample `candidates` chains per condition and compute their advantages."""
         model, spec = self.context.model, self.spec
         repeated = history.repeat_interleave(spec.candidates, dim=0)
-        with torch.no_grad():
+        with sampling_mode(model):
             result = model.sample(repeated, generator, std_floor=spec.std_floor, record=True)
             reward = self.context.score(result.x0, repeated, history.shape[0])
         trained = min(spec.last_steps, len(result.steps))

@@ -14,12 +14,11 @@ References:
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import torch
 from torch import Tensor
 
-from dmc_align.lora import reference_mode
+from dmc_align.lora import reference_mode, sampling_mode
 from dmc_align.methods.base import AlignContext, no_update
 from dmc_core.models import ControlModel
 
@@ -67,8 +66,8 @@ class SFT:
         """Sample, keep the best of every condition, filter by foundation likelihood."""
         model, spec = self.context.model, self.spec
         repeated = history.repeat_interleave(spec.candidates, dim=0)
-        sampler = reference_mode(model) if spec.generator == "foundation" else nullcontext()
-        with torch.no_grad(), sampler:
+        sampler = reference_mode if spec.generator == "foundation" else sampling_mode
+        with torch.no_grad(), sampler(model):
             z0 = model.sample(repeated, generator, record=False).x0
             reward = self.context.score(z0, repeated, history.shape[0])
         keep = top_per_condition(reward, spec.candidates, spec.keep_fraction)
