@@ -86,9 +86,12 @@ def test_reference_mode_restores_the_foundation_biases_a_pass_trains(bias: str, 
                 parameter.add_(0.5)  # a trained bias
     trained = _x0(model, history)
     assert not torch.allclose(trained, base)
+    z0 = torch.randn(3, model.horizon, model.transition_dim)
+    loss = model.denoising_loss(z0, history, torch_generator(0)).mean()
     with reference_mode(model):
         assert torch.allclose(_x0(model, history), base, atol=1e-6)
     assert torch.equal(_x0(model, history), trained)
+    loss.backward()  # the graph built before the reference block is intact
 
 
 @pytest.mark.parametrize("kind", ["diffuser", "policy"])

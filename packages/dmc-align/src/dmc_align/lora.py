@@ -82,7 +82,7 @@ def attach_lora(model: ControlModel, spec: LoraSpec) -> ControlModel:
         parameter.requires_grad_(False)
     model.net = peft.get_peft_model(model.net, config)
     model._foundation_biases = {  # type: ignore[assignment]
-        name: parameter.detach().clone()
+        name: nn.Parameter(parameter.detach().clone(), requires_grad=False)
         for name, parameter in model.net.named_parameters()
         if parameter.requires_grad and "lora_" not in name
     }
@@ -100,20 +100,29 @@ def reference_mode(model: ControlModel) -> Iterator[ControlModel]:
     """Inside the block the model is pi_ref, the foundation: adapters off, the foundation's
     biases in place of the trained ones, no gradients."""
     net = _peft_net(model)
-    foundation: dict[str, torch.Tensor] = getattr(model, "_foundation_biases", {})
-    parameters = dict(net.named_parameters())
+    foundation: dict[str, nn.Parameter] = getattr(model, "_foundation_biases", {})
     with warnings.catch_warnings(), torch.no_grad():
         # peft warns that switching adapters off keeps trained biases: they are swapped here
         warnings.filterwarnings("ignore", message="Careful, disabling adapter layers")
-        with net.disable_adapter():
-            trained = {name: parameters[name].detach().clone() for name in foundation}
-            for name, value in foundation.items():
-                parameters[name].copy_(value)
-            try:
-                yield model
-            finally:
-                for name, value in trained.items():
-                    parameters[name].copy_(value)
+        with net.disable_adapter(), _swapped_parameters(net, foundation):
+            yield model
+
+
+@contextlib.contextmanager
+def _swapped_parameters(net: nn.Module, replacements: dict[str, nn.Parameter]) -> Iterator[None]:
+    """Put other Parameter objects in the named places for the block. The trained tensors are
+    left untouched (not overwritten), so a graph built before the block can still backward."""
+    owners = {name: net.get_submodule(name.rpartition(".")[0]) for name in replacements}
+    trained = {}
+    for name, value in replacements.items():
+        attribute = name.rpartition(".")[2]
+        trained[name] = owners[name]._parameters[attribute]
+        owners[name]._parameters[attribute] = value
+    try:
+        yield
+    finally:
+        for name, value in trained.items():
+            owners[name]._parameters[name.rpartition(".")[2]] = value
 
 
 @contextlib.contextmanager
