@@ -22,13 +22,27 @@ from dmc_core.seeding import torch_generator
 pytestmark = pytest.mark.slow
 
 DATASETS = ("partial", "full", "expert")
-MODELS = ("diffuser", "policy")
-PRETRAIN = {f"pretrain@{name}" for name in MODELS}
-PASSES = {"diffuser": ("diffuser_sft",), "policy": ("policy_sft", "policy_qvpg")}
+MODELS = ("diffuser", "policy")  # the recipe's foundations, each with an `aligned` run
+PRETRAIN = {f"pretrain@{name}" for name in (*MODELS, "bdm")}
+PASSES = {
+    "diffuser": ("diffuser_sft",),
+    "policy": ("policy_sft", "policy_qvpg"),
+    "bdm": ("bdm_eda", "bdm_eda_preference"),  # EDA: both variants after the BDM
+}
 ALIGN = {f"align@{p}" for passes in PASSES.values() for p in passes}
 RUNS = {name: {name, *PASSES[name], f"{name}_aligned"} for name in MODELS}
+RUNS["bdm"] = {"bdm", *PASSES["bdm"]}
+#: evaluate run -> the `stage` of its rows (the Diffuser's cascades, one and two passes)
+CASCADE_RUNS = {
+    "diffuser_cascade": "cascade",
+    "diffuser_cascade_x2": "cascade_x2",
+    "diffuser_aligned_cascade": "cascade_aligned",
+    "diffuser_aligned_cascade_x2": "cascade_aligned_x2",
+}
+CASCADES = {"fit_cascade@diffuser_cascade", "fit_cascade@diffuser_sft_cascade"}
 EVALUATE = {f"evaluate@{run}" for runs in RUNS.values() for run in runs} | {"summarize"}
-DOWNSTREAM = PRETRAIN | {"fit_critic@full"} | ALIGN | EVALUATE
+EVALUATE |= {f"evaluate@{run}" for run in CASCADE_RUNS}
+DOWNSTREAM = PRETRAIN | {"fit_critic@full"} | ALIGN | CASCADES | EVALUATE
 CONTRACT_KEYS = {
     "task",
     "dataset",
@@ -138,13 +152,15 @@ def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) ->
     rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
     assert isinstance(rows, list)
     seen = {(r["model"], r["selection"], r["n_candidates"]) for r in rows}
+    policy_rows = {(rule, n) for rule, n in (("none", 1), ("q_argmax", 2))}
     assert seen == {("diffuser", "none", 1), ("diffuser", "q_argmax", 4)} | {
-        ("policy", "none", 1),
-        ("policy", "q_argmax", 2),
+        (policy, *row) for policy in ("policy", "bdm") for row in policy_rows
     }
     stages = {(r["model"], r["stage"]) for r in rows}
-    passes = {(m, p) for m in MODELS for p in PASSES[m]}
-    assert stages == {(m, s) for m in MODELS for s in ("foundation", "aligned")} | passes
+    passes = {(m, p) for m, names in PASSES.items() for p in names}
+    cascades = {("diffuser", stage) for stage in CASCADE_RUNS.values()}
+    aligned = {(m, s) for m in MODELS for s in ("foundation", "aligned")}
+    assert stages == aligned | {("bdm", "foundation")} | passes | cascades
     for row in rows:
         assert set(row) >= CONTRACT_KEYS
         assert row["task"] == "nav1d" and row["dataset"] == "full"
@@ -214,6 +230,8 @@ def test_switching_the_formulation_retrains_only_that_model(
     ran = ran_stages(dvc(workdir, "repro").stdout)
     aligned = {f"align@{p}" for p in PASSES[model]}
     evaluated = {f"evaluate@{run}" for run in RUNS[model]}
+    if model == "diffuser":  # its cascades refine the Diffuser's plans
+        evaluated |= CASCADES | {f"evaluate@{run}" for run in CASCADE_RUNS}
     assert ran == {f"pretrain@{model}", *aligned, *evaluated, "summarize"}
     rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
     assert {r["formulation"] for r in rows if r["model"] == model} == {formulation}

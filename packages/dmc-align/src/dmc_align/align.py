@@ -42,6 +42,7 @@ from dmc_align.rewards import (
     RewardModel,
 )
 from dmc_align.schedule import PassOutcome, PassRunner
+from dmc_align.sources import check_learned_from
 from dmc_align.spec import METHOD_MODEL_KINDS, AlignConfig, PassSpec
 from dmc_core.atomic import atomic_write_text
 from dmc_core.config import entry, to_plain
@@ -174,17 +175,14 @@ def _check_method(name: str, spec: PassSpec, model: ControlModel) -> None:
 def _check_sources(
     args: argparse.Namespace, spec: PassSpec, model: ControlModel, critic: IQLCritic
 ) -> None:
-    where = f"{args.params}: align.passes.{args.name}"
-    if model.spec.dataset != spec.dataset:
-        raise ConfigError(
-            f"{where}.dataset is '{spec.dataset}' but {args.foundation} learned from "
-            f"'{model.spec.dataset}'"
-        )
-    if critic.spec.dataset != spec.dataset:
-        raise ConfigError(
-            f"{where}: the critic {args.critic} learned from '{critic.spec.dataset}', "
-            f"the pass aligns on '{spec.dataset}'"
-        )
+    check_learned_from(
+        f"{args.params}: align.passes.{args.name}",
+        spec.dataset,
+        [
+            ("foundation", args.foundation, model.spec.dataset),
+            ("critic", args.critic, critic.spec.dataset),
+        ],
+    )
 
 
 def _write_outputs(

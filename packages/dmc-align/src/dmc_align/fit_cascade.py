@@ -32,13 +32,14 @@ import torch
 from dmc_align.cascade_pairs import PAIR_MODES, CascadePairs, make_pairs
 from dmc_align.conditions import ConditionPool
 from dmc_align.rewards import QFirstAction
+from dmc_align.sources import check_learned_from
 from dmc_core.atomic import atomic_write_text
 from dmc_core.checkpoint import file_sha256
 from dmc_core.config import BaseConfig, entry, knob, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
-from dmc_core.models.cascade import CascadeModel, save_cascade
+from dmc_core.models.cascade import CascadeModel, check_compatible, save_cascade
 from dmc_core.models.spec import TrainSpec
 from dmc_core.pretrain import learning_rate
 from dmc_core.seeding import torch_generator
@@ -283,23 +284,16 @@ def _check_sources(
     critic: IQLCritic,
 ) -> None:
     where = f"{args.params}: fit_cascade.cascades.{args.name}"
-    for label, model, path in (
-        ("model", source, args.model),
-        ("foundation", foundation, args.foundation),
-    ):
-        if model.spec.dataset != spec.dataset:
-            raise ConfigError(
-                f"{where}.dataset is '{spec.dataset}' but the {label} {path} learned from "
-                f"'{model.spec.dataset}'"
-            )
-    if critic.spec.dataset != spec.dataset:
-        raise ConfigError(
-            f"{where}.critic: {args.critic} learned from '{critic.spec.dataset}', "
-            f"the cascade from '{spec.dataset}'"
-        )
+    check_learned_from(
+        where,
+        spec.dataset,
+        [
+            ("model", args.model, source.spec.dataset),
+            ("foundation", args.foundation, foundation.spec.dataset),
+            ("critic", args.critic, critic.spec.dataset),
+        ],
+    )
     try:
-        from dmc_core.models.cascade import check_compatible
-
         check_compatible(source, foundation)
     except ValueError as err:
         raise ConfigError(f"{where}.foundation: {err}") from None

@@ -38,6 +38,7 @@ __all__ = [
     "CASCADE_CHECKPOINT_KIND",
     "CascadeModel",
     "SampleEmbedding",
+    "check_compatible",
     "is_cascade_checkpoint",
     "load_cascade",
     "rebuild_model",

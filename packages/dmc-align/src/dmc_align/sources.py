@@ -1,0 +1,25 @@
+"""Checks that a stage's inputs belong together: every model and critic learned from the dataset
+the stage's params name (a mismatch is a `ConfigError` naming the key, before any training)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dmc_core.errors import ConfigError
+
+__all__ = ["check_learned_from"]
+
+
+def check_learned_from(where: str, dataset: str, inputs: Iterable[tuple[str, str, str]]) -> None:
+    """Raise unless every input learned from `dataset`.
+
+    Args:
+        where: the params key of the stage entry, e.g. "params.yaml: align.passes.p".
+        dataset: the entry's `dataset`.
+        inputs: (what, path, the dataset it learned from) of every model and critic.
+    """
+    for what, path, learned in inputs:
+        if learned != dataset:
+            raise ConfigError(
+                f"{where}.dataset is '{dataset}' but the {what} {path} learned from '{learned}'"
+            )
