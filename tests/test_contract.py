@@ -45,12 +45,37 @@ def test_every_section_validates_against_its_schema() -> None:
 @pytest.mark.parametrize(
     "profile", sorted((ROOT / "pipelines" / "profiles").glob("*.yaml")), ids=lambda p: p.stem
 )
-def test_every_profile_applies_and_validates(profile: Path, tmp_path: Path) -> None:
+def test_every_profile_applies_validates_and_wires(profile: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
     apply_profile(params, profile)
     for verb, (_, stage) in cli_stages().items():
         load_stage_config(stage.schema, verb, params)
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    Repo.init(str(tmp_path), no_scm=True)
+    with Repo(str(tmp_path)) as repo:
+        assert_every_data_input_is_made(list(repo.index.stages))
+
+
+def test_the_default_pipeline_wires(dvc_stages: list[Any]) -> None:
+    assert_every_data_input_is_made(dvc_stages)
+
+
+def assert_every_data_input_is_made(stages: list[Any]) -> None:
+    """Every `data/` dependency of a stage is an output of a stage, inside one, or a folder of
+    outputs: a model, critic or pass a stage names but nothing trains would stop `dvc repro`
+    half-way."""
+    made = [str(out.def_path) for stage in stages for out in stage.outs]
+    for stage in stages:
+        for dep in stage.deps:
+            path = str(dep.def_path)
+            if path.startswith("data/") and not hasattr(dep, "params"):
+                assert any(_nested(path, out) for out in made), (stage.name, path)
+
+
+def _nested(a: str, b: str) -> bool:
+    """Whether one of two repository paths is the other or inside it."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def test_every_command_is_its_packages_verb_with_known_flags(dvc_stages: list[Any]) -> None:

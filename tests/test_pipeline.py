@@ -35,7 +35,6 @@ RUNS["bdm"] = {"bdm", *PASSES["bdm"]}
 #: evaluate run -> the `stage` of its rows (the Diffuser's cascades, one and two passes)
 CASCADE_RUNS = {
     "diffuser_cascade": "cascade",
-    "diffuser_cascade_x2": "cascade_x2",
     "diffuser_aligned_cascade": "cascade_aligned",
     "diffuser_aligned_cascade_x2": "cascade_aligned_x2",
 }
