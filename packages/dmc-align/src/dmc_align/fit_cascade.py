@@ -46,31 +46,15 @@ from dmc_core.seeding import torch_generator
 from dmc_core.training import EMA, ResumableRun, World, data_parallel_world
 from dmc_critic import IQLCritic, load_critic
 
-__all__ = ["CascadeSpec", "CascadeTrain", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
+__all__ = ["CascadeSpec", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
 
 log = logging.getLogger(__name__)
 PAIRS_SEED_OFFSET = 31
 
 
-@dataclass(frozen=True)
-class CascadeTrain:
-    """How the cascade is trained on its pairs."""
-
-    steps: int = knob(600, ge=1, doc="gradient steps")
-    batch_size: int = knob(256, ge=1, doc="pairs per step")
-    lr: float = knob(3e-4, gt=0.0, doc="AdamW learning rate after warm-up")
-    weight_decay: float = knob(1e-6, ge=0.0, doc="AdamW weight decay")
-    warmup_steps: int = knob(50, ge=0, doc="linear warm-up, then cosine decay to 0")
-    grad_clip: float = knob(1.0, ge=0.0, doc="max gradient norm (0 = no clipping)")
-    ema_decay: float = knob(0.99, ge=0.0, lt=1.0, doc="EMA of the weights; the EMA is saved")
-    checkpoint_every: int = knob(500, ge=1, doc="steps between resumable snapshots")
-    log_every: int = knob(50, ge=1, doc="steps between logged metrics")
-
-    def schedule(self) -> TrainSpec:
-        """The learning-rate schedule in `pretrain`'s terms."""
-        return TrainSpec(
-            steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps
-        )
+def _cascade_training() -> TrainSpec:
+    """`pretrain`'s training knobs with a fine-tuning's defaults (a warm start, few steps)."""
+    return TrainSpec(steps=600, lr=3e-4, warmup_steps=50, ema_decay=0.99)
 
 
 @dataclass(frozen=True)
@@ -86,7 +70,7 @@ class CascadeSpec:
     candidates: int = knob(8, ge=2, doc="samples per history; the best is every pair's x_r")
     branch_fraction: float = knob(0.5, gt=0.0, lt=1.0, doc="shared_latent: chain share to z_t")
     hidden: int = knob(64, ge=1, doc="width of the x_cond encoder")
-    train: CascadeTrain = knob(factory=CascadeTrain)
+    train: TrainSpec = knob(factory=_cascade_training, doc="training on the pairs (batch: pairs)")
 
 
 def _nav1d_cascades() -> dict[str, CascadeSpec]:
@@ -217,7 +201,7 @@ class CascadeTrainingRun(ResumableRun):
         """One AdamW step on a batch of pairs, then the EMA update."""
         picks, noise = generators
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.spec.train.schedule(), step)
+            group["lr"] = learning_rate(self.spec.train, step)
         index = torch.randint(len(self.pairs), (self.spec.train.batch_size,), generator=picks)
         index = index.to(self.pairs.x_r.device)
         loss = self.cascade.denoising_loss(

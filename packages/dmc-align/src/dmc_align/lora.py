@@ -51,6 +51,7 @@ __all__ = [
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_CHECKPOINT_KIND = "dmc-lora-adapters"
 _LAYER_TYPES = {"linear": nn.Linear, "conv1d": nn.Conv1d}
+_MERGED = "base_layer.weight"  # what peft's merge changes: the adapted layers' weights
 
 
 def lora_targets(net: nn.Module, spec: LoraSpec) -> list[str]:
@@ -133,9 +134,8 @@ def sampling_mode(model: ControlModel) -> Iterator[ControlModel]:
     the base weights are restored exactly (a copy, not a subtraction that would drift)."""
     net = _peft_net(model)
     with torch.no_grad():
-        base = {
-            name: p.detach().clone() for name, p in net.named_parameters() if "lora_" not in name
-        }
+        merged = [(name, p) for name, p in net.named_parameters() if name.endswith(_MERGED)]
+        base = {name: p.detach().clone() for name, p in merged}
         net.merge_adapter()
         try:
             yield model
