@@ -1,18 +1,26 @@
 """Test sessions: one per package (only it and its declared dependencies), integration, lint.
 
     nox                                  every default session (what CI runs)
-    nox -s "tests(package='dmc-envs')"   one package
+    nox -s "tests(dmc-envs)"             one package
     nox -s smoke                         the end-to-end `dvc repro` on the smoke profile only
 
 Every install passes `-c constraints.txt` and installs torch first, so torch stays the CPU build.
 Sibling packages are installed from their folders, never from an index: a package named like
 ours exists on PyPI, and an index must never stand in for a sibling.
+
+Each session's virtualenv holds its own torch (about 1.5 GB in all). Locally they are kept and
+reused; under CI (`CI` set, or `DMC_NOX_DISCARD_VENVS=1`) each is deleted as soon as its session
+ends, so the suite never needs more than one session's worth of disk.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tomllib
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 
 import nox
@@ -24,6 +32,23 @@ PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproje
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests", "integration"]
+DISCARD_VENVS = os.environ.get("DMC_NOX_DISCARD_VENVS", "1" if os.environ.get("CI") else "0") == "1"
+
+
+def discards_its_venv(body: Callable[..., None]) -> Callable[..., None]:
+    """Delete the session's virtualenv when the session ends (passed or failed) if DISCARD_VENVS."""
+
+    @wraps(body)
+    def session_body(session: nox.Session, **kwargs: str) -> None:
+        try:
+            body(session, **kwargs)
+        finally:
+            location = getattr(session.virtualenv, "location", None)
+            if DISCARD_VENVS and location and Path(location).is_dir():
+                session.log(f"discarding the virtualenv {location}")
+                shutil.rmtree(location, ignore_errors=True)
+
+    return session_body
 
 
 def sibling_closure(package: str) -> list[str]:
@@ -63,6 +88,7 @@ def install(
 
 
 @nox.session(tags=["static"])
+@discards_its_venv
 def lint(session: nox.Session) -> None:
     """ruff: lint and format check of the whole tree."""
     session.install("-c", CONSTRAINTS, "ruff")
@@ -72,6 +98,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(tags=["unit"])
 @nox.parametrize("package", PACKAGES, ids=PACKAGES)
+@discards_its_venv
 def tests(session: nox.Session, package: str) -> None:
     """Unit tests of one package, with only that package and its declared dependencies."""
     install(session, sibling_closure(package), tested=package)
@@ -79,6 +106,7 @@ def tests(session: nox.Session, package: str) -> None:
 
 
 @nox.session(tags=["integration"])
+@discards_its_venv
 def integration(session: nox.Session) -> None:
     """Cross-package contracts and the end-to-end `dvc repro`, with everything installed."""
     install(session, PACKAGES, "dvc", "dvclive", "vl-convert-python", editable=True)
@@ -86,6 +114,7 @@ def integration(session: nox.Session) -> None:
 
 
 @nox.session(default=False, tags=["slow"])
+@discards_its_venv
 def smoke(session: nox.Session) -> None:
     """Only the end-to-end pipeline test (`dvc repro` on the smoke profile)."""
     install(session, PACKAGES, "dvc", "dvclive", editable=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up nox (in .venv-tools) and run the whole test suite: every default nox session.
 #
-#   bash scripts/run-tests.sh [nox arguments...]     e.g. -s lint, or -s "tests(package='dmc-core')"
+#   bash scripts/run-tests.sh [nox arguments...]     e.g. -s lint, or -s "tests(dmc-core)"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
