@@ -16,6 +16,7 @@ from support import ROOT
 
 from dmc_core.data import read_dataset
 from dmc_core.models import load_model
+from dmc_core.models.cascade import load_cascade
 from dmc_core.profile import apply_profile
 from dmc_core.seeding import torch_generator
 
@@ -37,8 +38,11 @@ CASCADE_RUNS = {
     "diffuser_cascade": "cascade",
     "diffuser_aligned_cascade": "cascade_aligned",
     "diffuser_aligned_cascade_x2": "cascade_aligned_x2",
+    "diffuser_aligned_cascade_sft": "cascade_aligned_sft",  # the cascade, aligned by a pass
 }
+CASCADE_PASS = "diffuser_sft_cascade_sft"  # SFT of the aligned Diffuser's cascade
 CASCADES = {"fit_cascade@diffuser_cascade", "fit_cascade@diffuser_sft_cascade"}
+CASCADES |= {f"align@{CASCADE_PASS}"}
 EVALUATE = {f"evaluate@{run}" for runs in RUNS.values() for run in runs} | {"summarize"}
 EVALUATE |= {f"evaluate@{run}" for run in CASCADE_RUNS}
 DOWNSTREAM = PRETRAIN | {"fit_critic@full"} | ALIGN | CASCADES | EVALUATE
@@ -74,6 +78,11 @@ def dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
 
 def ran_stages(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def stale_stages(workdir: Path) -> set[str]:
+    """The stages `dvc status` reports as changed (their own dependencies or parameters)."""
+    return set(json.loads(dvc(workdir, "status", "--json").stdout))
 
 
 def set_param(workdir: Path, dotted: str, value: object) -> None:
@@ -197,6 +206,28 @@ def test_repro_aligns_every_pass_and_records_its_schedule(workdir: Path) -> None
     assert (workdir / "data" / "plots" / "summary" / "alignment_curves.png").is_file()
 
 
+def test_repro_aligns_a_cascade_into_a_cascade_that_refines_the_same_model(
+    workdir: Path,
+) -> None:
+    models = workdir / "data" / "models"
+    record = json.loads((models / CASCADE_PASS / "metrics.json").read_text())
+    assert record["foundation"] == "diffuser_sft_cascade" and record["method"] == "sft"
+    aligned = load_cascade(models / CASCADE_PASS / "model.safetensors")
+    fitted = load_cascade(models / "diffuser_sft_cascade" / "model.safetensors")
+    assert aligned.source is not None and fitted.source is not None
+    for (name, a), b in zip(
+        aligned.source.state_dict().items(), fitted.source.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            aligned.refiner.state_dict().values(), fitted.refiner.state_dict().values(), strict=True
+        )
+    ]
+    assert any(changed) or record["best_step"] == 0
+
+
 def test_editing_a_later_pass_reruns_only_that_pass_onward(workdir: Path) -> None:
     set_param(workdir, "align.passes.policy_qvpg.qvpg.bc_weight", 0.2)
     ran = ran_stages(dvc(workdir, "repro").stdout)
@@ -239,12 +270,18 @@ def test_switching_the_formulation_retrains_only_that_model(
     assert torch.isfinite(sample_actions(workdir, model)).all()
 
 
-def test_editing_a_nav1d_parameter_reruns_every_dataset(workdir: Path) -> None:
+def test_editing_a_nav1d_parameter_invalidates_every_dataset_and_all_that_reads_them(
+    workdir: Path,
+) -> None:
+    # What DVC would re-run, read from `dvc status` (a full re-run costs as much as the first).
     set_param(workdir, "make_dataset.nav1d.step_size", 0.25)
-    expected = {f"make_dataset@{n}" for n in DATASETS} | DOWNSTREAM
-    assert ran_stages(dvc(workdir, "repro").stdout) == expected
+    datasets = {f"make_dataset@{n}" for n in DATASETS}
+    assert stale_stages(workdir) == datasets
+    dvc(workdir, "repro", "--single-item", "make_dataset@full")
     data = read_dataset(workdir / "data" / "datasets" / "nav1d" / "full.hdf5")
     assert data.attrs["env_kwargs"]["step_size"] == 0.25
+    # every stage that reads the new dataset is now stale (summarize reads only their outputs)
+    assert stale_stages(workdir) == datasets - {"make_dataset@full"} | DOWNSTREAM - {"summarize"}
 
 
 def test_a_wrong_params_key_stops_the_stage_with_one_line(workdir: Path) -> None:

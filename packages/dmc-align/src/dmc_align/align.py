@@ -5,7 +5,8 @@
         --dataset data/datasets/nav1d/full.hdf5 --critic data/critics/full/critic.safetensors \
         --out data/models/diffuser_qvpg
 
-It loads the foundation, attaches the recipe's LoRA adapters and, if `--init` is a previous
+It loads the foundation (or a `fit_cascade` output: the pass then aligns the cascade, see
+`dmc_align.refinement`), attaches the recipe's LoRA adapters and, if `--init` is a previous
 pass's directory, that pass's adapters; runs the pass's method under the automatic schedule
 (`dmc_align.schedule`); and writes into `--out`:
     model.safetensors (+ .yaml)    the model with the adapters merged: every stage loads it like
@@ -34,6 +35,7 @@ from dmc_align.conditions import ConditionPool
 from dmc_align.lora import attach_lora, load_adapters, merged_copy, save_adapters
 from dmc_align.methods import AlignContext, build_method
 from dmc_align.online import OnlineTuner
+from dmc_align.refinement import ObservedReward, RefinedConditions, Refinement
 from dmc_align.rewards import (
     DynamicsConsistent,
     NextState,
@@ -49,6 +51,7 @@ from dmc_core.config import entry, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, WindowSampler, load_model, save_model
+from dmc_core.models.cascade import is_cascade_checkpoint, load_cascade, save_cascade
 from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import IQLCritic, load_critic, save_critic
@@ -65,7 +68,7 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
     """Run pass `args.name` of `config.passes` (see the module docstring)."""
     spec = entry(config.passes, args.name, "align.passes", args.params)
     device = choose_device(config.device)
-    model = load_model(args.foundation, device=str(device))
+    model = load_aligned_model(args.foundation, str(device))
     dataset = read_dataset(args.dataset)
     critic = load_critic(args.critic, device=str(device))
     _check_sources(args, spec, model, critic)
@@ -87,6 +90,13 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
     )
 
 
+def load_aligned_model(path: str, device: str) -> ControlModel:
+    """The model a pass aligns: a foundation, or a cascade bound to the model it refines."""
+    if is_cascade_checkpoint(path):
+        return Refinement(load_cascade(path, device=device))  # type: ignore[return-value]
+    return load_model(path, device=device)
+
+
 def run_pass(
     name: str,
     spec: PassSpec,
@@ -104,9 +114,11 @@ def run_pass(
     _check_method(name, spec, model)
     model.train()
     generator = torch_generator(seed + zlib.crc32(name.encode()) % 100_000)
-    conditions = ConditionPool.from_dataset(
+    conditions: ConditionPool | RefinedConditions = ConditionPool.from_dataset(
         dataset, model.history_len, spec.held_out, torch_generator(seed)
     )
+    if isinstance(model, Refinement):  # each history with a sample of the source to refine
+        conditions = RefinedConditions(conditions, model, torch_generator(seed + 1))
     windows = WindowSampler(dataset, model.horizon, model.history_len)
     context = AlignContext(model, _reward(spec, model, dataset, critic), spec, windows)
     online = None
@@ -151,11 +163,11 @@ def _reward(
         if spec.reward == "q_first_action"
         else PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
     )
-    if spec.dynamics_weight == 0:
-        return reward
-    return DynamicsConsistent(
-        reward, _differentiable_dynamics(task), spec.dynamics_width, spec.dynamics_weight
-    )
+    if spec.dynamics_weight > 0:
+        reward = DynamicsConsistent(
+            reward, _differentiable_dynamics(task), spec.dynamics_width, spec.dynamics_weight
+        )
+    return ObservedReward(reward) if isinstance(model, Refinement) else reward
 
 
 def _differentiable_dynamics(task: Nav1DTask) -> NextState:
@@ -169,6 +181,11 @@ def _check_method(name: str, spec: PassSpec, model: ControlModel) -> None:
         raise ConfigError(
             f"align.passes.{name}.method: {spec.method} aligns {' or '.join(kinds)} models only; "
             f"'{spec.model}' is a {model.kind}"
+        )
+    if isinstance(model, Refinement) and spec.method == "qvpg" and spec.qvpg.bc_weight > 0:
+        raise ConfigError(
+            f"align.passes.{name}.qvpg.bc_weight: must be 0 for a cascade ('{spec.model}'); "
+            "dataset windows carry no sample to refine"
         )
 
 
@@ -205,11 +222,12 @@ def _write_outputs(
         **{k: v for k, v in asdict(outcome).items() if k != "curve"},
     }
     save_adapters(out, model, config.lora)
-    save_model(
-        out / "model.safetensors",
-        merged_copy(model).eval(),
-        {"alignment": {**record, "spec": to_plain(spec)}},
-    )
+    merged = merged_copy(model).eval()
+    metadata = {"alignment": {**record, "spec": to_plain(spec)}}
+    if isinstance(merged, Refinement):  # the aligned cascade, its source inside
+        save_cascade(out / "model.safetensors", merged.cascade, metadata)
+    else:
+        save_model(out / "model.safetensors", merged, metadata)
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
 
 

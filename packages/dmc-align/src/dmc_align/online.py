@@ -17,13 +17,15 @@ import torch
 
 from dmc_align.conditions import ConditionPool
 from dmc_align.lora import sampling_mode
+from dmc_align.refinement import RefinedConditions, Refinement
 from dmc_align.spec import OnlineSpec
 from dmc_core.data import TransitionDataset
 from dmc_core.models import ControlModel, WindowSampler
 from dmc_critic import IQLCritic, TransitionSampler
 from dmc_critic.fit import train_step
+from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
-from dmc_envs.evaluation.proposers import ModelProposer
+from dmc_envs.evaluation.proposers import ModelProposer, Proposer
 from dmc_envs.nav1d import Nav1DTask
 from dmc_envs.nav1d.behaviour import BehaviourPolicy
 
@@ -53,6 +55,13 @@ def episodes_to_dataset(task: Nav1DTask, result: EpisodeResult) -> TransitionDat
     )
 
 
+def _proposer(model: ControlModel) -> Proposer:
+    """The model's own candidates; a cascade's are its source's samples, refined once."""
+    if isinstance(model, Refinement):
+        return CascadeProposer(ModelProposer(model.source), model.cascade)
+    return ModelProposer(model)
+
+
 def _concatenate(first: TransitionDataset, second: TransitionDataset) -> TransitionDataset:
     arrays = {
         key: np.concatenate([value, getattr(second, key)]) for key, value in first.arrays().items()
@@ -71,7 +80,7 @@ class OnlineTuner:
         dataset: TransitionDataset,
         task: Nav1DTask,
         behaviour: BehaviourPolicy,
-        conditions: ConditionPool,
+        conditions: ConditionPool | RefinedConditions,
         seed: int,
     ) -> None:
         """Keep what the rounds need; the critic gets its own optimiser (IQL's lr)."""
@@ -108,7 +117,7 @@ class OnlineTuner:
 
     def roll_out(self) -> EpisodeResult:
         """Episodes of the current model, one sample per decision."""
-        proposer = ModelProposer(self.model)
+        proposer = _proposer(self.model)
         try:
             with sampling_mode(self.model):
                 return roll_out(

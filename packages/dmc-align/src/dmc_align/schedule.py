@@ -27,6 +27,7 @@ import torch
 from dmc_align.conditions import ConditionPool
 from dmc_align.lora import adapter_state, load_adapter_state, sampling_mode, trainable_parameters
 from dmc_align.methods import AlignContext, CollapseError, Method
+from dmc_align.refinement import RefinedConditions
 
 __all__ = ["PassOutcome", "PassRunner"]
 
@@ -55,7 +56,7 @@ class PassRunner:
         self,
         context: AlignContext,
         method: Method,
-        conditions: ConditionPool,
+        conditions: ConditionPool | RefinedConditions,
         generator: torch.Generator,
         objective_seed: int,
         on_round: Callable[[int], bool] | None = None,
