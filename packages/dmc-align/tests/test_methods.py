@@ -7,12 +7,14 @@ import math
 import pytest
 import torch
 
-from dmc_align.lora import attach_lora
+from dmc_align.lora import attach_lora, sampling_mode
 from dmc_align.methods import DPO, PPO, QVPG, SFT, AlignContext, CollapseError
+from dmc_align.methods.sft import foundation_relative_log_density, top_per_condition
 from dmc_align.rewards import DynamicsConsistent, PlanReturn, QFirstAction
 from dmc_align.spec import LoraSpec, PassSpec
 from dmc_core.config import from_plain
 from dmc_core.data import TransitionDataset
+from dmc_core.errors import ConfigError
 from dmc_core.models import WindowSampler
 from dmc_core.seeding import torch_generator
 from dmc_critic import IQLCritic
@@ -127,6 +129,46 @@ def test_sft_keeps_the_best_sample_of_each_condition_and_filters_unlikely_ones(
     method.collect(histories(model), torch_generator(0))
     loss, step_metrics = method.loss(torch_generator(1))
     assert step_metrics["kept"] == 4.0 and float(loss) > 0
+
+
+def test_the_energy_likelihood_is_the_foundations_density_relative_to_its_condition(
+    dataset: TransitionDataset, critic: IQLCritic, tiny, plain
+) -> None:
+    model, foundation = tiny("bdm"), plain("bdm")  # the same base weights, adapters perturbed
+    history = histories(model, 3).repeat_interleave(4, dim=0)
+    z0 = torch.randn(12, model.horizon, model.transition_dim, generator=torch_generator(2))
+    relative = foundation_relative_log_density(model, z0, history, candidates=4)
+    with torch.no_grad():
+        f = foundation.energy(z0, history, foundation.smallest_time(12, "cpu")).reshape(3, 4)
+    density = f.exp() / f.exp().mean(dim=1, keepdim=True)  # pi(a) / mean_k pi(a_k), one state
+    torch.testing.assert_close(relative, density.log().reshape(-1), rtol=1e-5, atol=1e-5)
+    # In SFT it drops the kept samples below -threshold (here: those below the average).
+    knobs = {"candidates": 4, "keep_fraction": 0.25, "likelihood_estimator": "energy"}
+    counts = []
+    for threshold in (1e9, 1e-9):
+        sft = {**knobs, "likelihood_threshold": threshold}
+        method = SFT(context(model, critic, dataset, method="sft", sft=sft))
+        conditions = histories(model, 8)
+        metrics = method.collect(conditions, torch_generator(0))
+        repeated = conditions.repeat_interleave(4, dim=0)
+        with sampling_mode(model):  # the same samples as collect drew
+            z0 = model.sample(repeated, torch_generator(0), record=False).x0
+            keep = top_per_condition(method.context.score(z0, repeated, 8), 4, 0.25)
+        likely = foundation_relative_log_density(model, z0, repeated, 4)[keep] >= -threshold
+        assert method._kept is not None and len(method._kept[0]) == int(likely.sum())
+        assert metrics["likelihood_kept"] == float(likely.float().mean())
+        counts.append(int(likely.sum()))
+    assert counts[0] == 8 and counts[1] < 8  # the tight threshold dropped some
+    with pytest.raises(ConfigError, match="likelihood_estimator energy needs a BDM"):
+        SFT(
+            context(
+                tiny("policy"),
+                critic,
+                dataset,
+                method="sft",
+                sft={"likelihood_estimator": "energy"},
+            )
+        )
 
 
 def test_a_nan_reward_is_a_collapse(dataset: TransitionDataset, critic: IQLCritic, tiny) -> None:

@@ -130,6 +130,11 @@ class SFTSpec:
         0.0, ge=0.0, doc="current: drop samples whose foundation loss exceeds this (0 = off)"
     )
     likelihood_draws: int = knob(4, ge=1, doc="(t, noise) draws of the likelihood estimate")
+    likelihood_estimator: str = knob(
+        "denoising",
+        choices=("denoising", "energy"),
+        doc="denoising: the foundation's loss; energy: a BDM's log-density, within a condition",
+    )
     updates_per_batch: int = knob(20, ge=1, doc="updates between two rounds of sampling")
     batch_size: int = knob(256, ge=1, doc="samples per update")
 

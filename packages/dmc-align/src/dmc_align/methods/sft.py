@@ -3,9 +3,15 @@
 Every round samples `candidates` per condition from the generator (the foundation, or the model
 being fine-tuned), keeps the top `keep_fraction` of each condition by r(z_0) and trains on them
 with the ordinary diffusion loss for `updates_per_batch` updates. When the generator is the
-fine-tuned model, a kept sample must also be likely under the foundation: its denoising loss
-under the foundation (averaged over `likelihood_draws` times and noises, an ELBO surrogate) must
-not exceed `likelihood_threshold`, which stops the loop from drifting off the data.
+fine-tuned model, a kept sample must also be likely under the foundation, which stops the loop
+from drifting off the data. Two estimators of that likelihood (`likelihood_estimator`):
+
+- `denoising` (any model): the foundation's denoising loss of the sample, averaged over
+  `likelihood_draws` times and noises (an ELBO surrogate), must not exceed `likelihood_threshold`;
+- `energy` (a BDM): the foundation's scalar network f_phi is log pi(a | s) up to a per-state
+  constant, so it is compared within each condition's candidates: the sample's log-density
+  relative to the candidates' average density, f_phi(a) - logsumexp_k f_phi(a_k) + log K, must
+  be at least -`likelihood_threshold`.
 
 References:
     Black et al. (2023), the filtered "RWR-sparse" baseline; Huh & Mohapatra (2025), Sec. 3.3.
@@ -20,9 +26,10 @@ from torch import Tensor
 
 from dmc_align.lora import reference_mode, sampling_mode
 from dmc_align.methods.base import AlignContext, no_update
+from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel
 
-__all__ = ["SFT", "foundation_nll", "top_per_condition"]
+__all__ = ["SFT", "foundation_nll", "foundation_relative_log_density", "top_per_condition"]
 
 
 def top_per_condition(reward: Tensor, candidates: int, fraction: float) -> Tensor:
@@ -51,6 +58,24 @@ def foundation_nll(
     return torch.stack(losses).mean(dim=0)
 
 
+def foundation_relative_log_density(
+    model: ControlModel, z0: Tensor, history: Tensor, candidates: int
+) -> Tensor:
+    """Each sample's foundation log-density relative to its condition's candidates (a BDM).
+
+    log pi_ref(a | s) - log mean_k pi_ref(a_k | s), from f_phi at the least noisy time: the
+    per-state constant of f cancels. 0 for a sample as likely as the candidates on average.
+
+    Shapes:
+        z0: (groups * candidates, horizon, act_dim) normalised, consecutive groups;
+        history: (groups * candidates, To, obs_dim); returns (groups * candidates,).
+    """
+    with reference_mode(model):
+        t = model.smallest_time(z0.shape[0], z0.device)  # type: ignore[attr-defined]
+        f = model.energy(z0, history, t).reshape(-1, candidates)  # type: ignore[attr-defined]
+    return (f - torch.logsumexp(f, dim=1, keepdim=True) + math.log(candidates)).reshape(-1)
+
+
 class SFT:
     """The `sft` method (see the module docstring)."""
 
@@ -58,6 +83,11 @@ class SFT:
         """Read the pass's `sft` knobs."""
         self.context = context
         self.spec = context.spec.sft
+        if self.spec.likelihood_estimator == "energy" and not hasattr(context.model, "energy"):
+            raise ConfigError(
+                f"align.passes: sft.likelihood_estimator energy needs a BDM's log-density; "
+                f"'{context.spec.model}' is a {context.model.kind}"
+            )
         self.updates_per_batch = self.spec.updates_per_batch
         self.loss_has_scale = True
         self._kept: tuple[Tensor, Tensor] | None = None
@@ -74,13 +104,29 @@ class SFT:
         samples, conditions = z0[keep], repeated[keep]
         metrics = {"reward": float(reward.mean()), "kept_reward": float(reward[keep].mean())}
         if spec.generator == "current" and spec.likelihood_threshold > 0:
-            nll = foundation_nll(model, samples, conditions, spec.likelihood_draws, generator)
-            likely = nll <= spec.likelihood_threshold
+            likely = self._likely(z0, repeated, keep, generator, metrics)
             metrics["likelihood_kept"] = float(likely.float().mean())
-            metrics["foundation_nll"] = float(nll.mean())
             samples, conditions = samples[likely], conditions[likely]
         self._kept = (samples.detach(), conditions)
         return metrics
+
+    def _likely(
+        self,
+        z0: Tensor,
+        history: Tensor,
+        keep: Tensor,
+        generator: torch.Generator,
+        metrics: dict[str, float],
+    ) -> Tensor:
+        """Which kept samples (`z0[keep]`) the foundation finds likely enough (module docstring)."""
+        spec, model = self.spec, self.context.model
+        if spec.likelihood_estimator == "energy":
+            relative = foundation_relative_log_density(model, z0, history, spec.candidates)[keep]
+            metrics["foundation_relative_log_density"] = float(relative.mean())
+            return relative >= -spec.likelihood_threshold
+        nll = foundation_nll(model, z0[keep], history[keep], spec.likelihood_draws, generator)
+        metrics["foundation_nll"] = float(nll.mean())
+        return nll <= spec.likelihood_threshold
 
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """The diffusion loss of a random batch of the kept samples."""
