@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from dmc_align.conditions import ConditionPool
 from dmc_align.rewards import RewardModel
-from dmc_core.diffusion import SampleResult
 from dmc_core.models import ControlModel
 from dmc_core.models.base import Conditioning
 from dmc_core.models.cascade import CascadeModel
@@ -130,7 +129,7 @@ class Refinement(nn.Module):
 
     def observations(self, condition: Tensor) -> Tensor:
         """The observation histories of packed conditions, (B, To, obs_dim)."""
-        self._check_condition(condition)
+        self._check_history(condition)
         return condition[..., : self.obs_dim].contiguous()
 
     def unpack(self, condition: Tensor) -> tuple[Tensor, Tensor]:
@@ -150,34 +149,11 @@ class Refinement(nn.Module):
         """The cascade's network condition and in-painting."""
         return self.cascade.condition(*self.unpack(condition))
 
-    def sample(
-        self, condition: Tensor, generator: torch.Generator, **sampler_options: Any
-    ) -> SampleResult:
-        """One refined sample per packed condition (options as `ControlModel.sample`)."""
-        history, x_cond = self.unpack(condition)
-        return self.cascade.sample(history, x_cond, generator, **sampler_options)
-
-    def denoising_loss(
-        self,
-        z0: Tensor,
-        condition: Tensor,
-        generator: torch.Generator | None = None,
-        *,
-        t: Tensor | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Per-sample diffusion loss of refined samples, as `ControlModel.denoising_loss`."""
-        cond, inpaint = self.condition(condition)
-        mask = None if inpaint is None else inpaint[0]
-        return self.formulation.loss(self.net, z0, cond, generator, mask, t=t, noise=noise)
-
-    def step_gaussian(
-        self, condition: Tensor, index: int, z_t: Tensor
-    ) -> tuple[Tensor, float, Tensor | None]:
-        """Mean, std and free entries of reverse step `index`, as `ControlModel.step_gaussian`."""
-        cond, inpaint = self.condition(condition)
-        mean, std = self.formulation.step_gaussian(self.net, index, z_t, cond)
-        return mean, std, None if inpaint is None else ~inpaint[0]
+    # ControlModel's own algorithms, over packed conditions: each calls `_check_history`,
+    # `condition`, `formulation` and `net`, which this class defines for the cascade.
+    sample = ControlModel.sample
+    denoising_loss = ControlModel.denoising_loss
+    step_gaussian = ControlModel.step_gaussian
 
     def training_loss(self, window: Any, generator: torch.Generator) -> Tensor:
         """A cascade has no data windows of its own to clone."""
@@ -189,7 +165,7 @@ class Refinement(nn.Module):
         """The cascade's rebuild recipe."""
         return self.cascade.describe()
 
-    def _check_condition(self, condition: Tensor) -> None:
+    def _check_history(self, condition: Tensor) -> None:
         want = (self.history_len, self.obs_dim + self.horizon * self.transition_dim)
         if condition.ndim != 3 or tuple(condition.shape[1:]) != want:
             raise ValueError(
