@@ -35,3 +35,18 @@ def test_a_zero_candidate_count_names_the_key(tmp_path: Path) -> None:
         load(tmp_path, "evaluate.protocol.sweep_candidates=[0,2]")
     with pytest.raises(ConfigError, match=r"evaluate.protocol.planner.candidates"):
         load(tmp_path, "evaluate.protocol.planner.candidates=0")
+
+
+def test_also_stages_may_neither_repeat_the_stage_nor_cross_the_cascade_line(
+    tmp_path: Path,
+) -> None:
+    def runs(also: list[str]) -> EvaluateConfig:
+        run = {"model": "policy_sft", "stage": "policy_sft", "also_stages": also}
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump({"base": {}, "evaluate": {"runs": {"policy_sft": run}}}))
+        return load_stage_config(EvaluateConfig, "evaluate", params)
+
+    assert runs(["aligned"]).runs["policy_sft"].also_stages == ["aligned"]
+    for bad in (["policy_sft"], ["cascade_aligned"]):
+        with pytest.raises(ConfigError, match=r"evaluate.runs.policy_sft.also_stages: '"):
+            runs(bad)

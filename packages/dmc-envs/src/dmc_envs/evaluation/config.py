@@ -42,14 +42,21 @@ class RunSpec:
     cascade_passes: int = knob(
         0, ge=0, le=4, doc="model is a fit_cascade output: refine its model's samples this often"
     )
+    also_stages: list[str] = knob(
+        factory=list, doc="the rows once more under these stages (the recipe's end: aligned)"
+    )
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
-        """Cascade runs (and only they) have a stage that starts with `cascade`."""
+        """Cascade runs (and only they) have stages that start with `cascade`."""
         cascaded = self.stage.startswith(CASCADE_STAGE)
         if self.cascade_passes and not cascaded:
             yield "stage", f"'{self.stage}': a cascade run's stage must start with 'cascade'"
         if cascaded and not self.cascade_passes:
             yield "cascade_passes", f"stage '{self.stage}' is a cascade's: set 1 or 2 passes"
+        for extra in self.also_stages:
+            if extra == self.stage or extra.startswith(CASCADE_STAGE) != cascaded:
+                kind = "a cascade's" if cascaded else "not a cascade's"
+                yield "also_stages", f"'{extra}': repeats the stage, or the run is {kind}"
 
 
 def _foundation_runs() -> dict[str, RunSpec]:

@@ -113,7 +113,8 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     out, plots = Path(args.out), Path(args.plots)
     summary = [rows[pair] for pair in summary_pairs]
     sweep = [rows[pair] for pair in sweep_pairs]
-    _write_results(out, summary, sweep)
+    again = [_restaged(row, stage) for stage in run.also_stages for row in summary]
+    _write_results(out, summary + again, sweep)
     plots.mkdir(parents=True, exist_ok=True)
     for row in summary:
         _plot_episodes(bench.task, row, results[_pair(row)][0], plots, protocol.plot_trajectories)
@@ -192,6 +193,12 @@ def _configurations(
     rules = config.sweep_rules if sweep_on else []
     sweep = [(rule, n) for rule in rules for n in config.sweep_candidates]
     return list(dict.fromkeys(summary)), list(dict.fromkeys(sweep))
+
+
+def _restaged(row: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A row once more under another stage (`also_stages`), named `<model>_<stage>` in the
+    headline (e.g. `policy_aligned`), with the run that evaluated it in `same_as`."""
+    return {**row, "stage": stage, "run": f"{row['model']}_{stage}", "same_as": row["run"]}
 
 
 def _pair(row: dict[str, Any]) -> tuple[str, int]:
