@@ -180,8 +180,8 @@ class RefinedConditions:
     def __init__(self, pool: ConditionPool, model: Refinement, generator: torch.Generator):
         """Pack the held-out histories once, their x_cond drawn with `generator`."""
         self.pool, self.model = pool, model
-        device = next(model.parameters()).device
-        history = pool.held_out.to(device)
+        self.device = next(model.parameters()).device
+        history = pool.held_out.to(self.device)
         self.held_out = model.pack(history, model.draw_x_cond(history, generator))
 
     def __len__(self) -> int:
@@ -190,7 +190,7 @@ class RefinedConditions:
 
     def sample(self, batch: int, generator: torch.Generator) -> Tensor:
         """`batch` training histories, each with a fresh sample of the source to refine."""
-        history = self.pool.sample(batch, generator).to(next(self.model.parameters()).device)
+        history = self.pool.sample(batch, generator).to(self.device)
         return self.model.pack(history, self.model.draw_x_cond(history, generator))
 
     def extend(self, histories: Tensor) -> None:
