@@ -186,6 +186,25 @@ def test_loss_weights_leave_out_padding_and_weight_the_first_action(
     assert seen["mask"][:, 0, 0].all()
 
 
+def test_the_denoising_loss_of_alignment_weights_the_first_action_as_training_does() -> None:
+    # SFT, DPO and the likelihood filter train and score with `denoising_loss`: an unweighted
+    # loss would let fine-tuning value the executed action a_0 like any other plan entry.
+    model = build_model(make_spec("diffuser", "mlp", action_weight=10.0), toy_dataset())
+    history = histories(model, batch=3)
+    z0 = model.sample(history, torch_generator(1), record=False).x0
+    t = torch.tensor([3, 7, 12])
+    noise = torch.randn(z0.shape, generator=torch_generator(2))
+    loss = model.denoising_loss(z0, history, t=t, noise=noise)
+
+    z_t = model.formulation.q_sample(z0, t, noise)
+    z_t[:, 0, : model.obs_dim] = z0[:, 0, : model.obs_dim]  # s_0 in-painted
+    error = (model.net(z_t, t, None) - noise).pow(2)
+    error[:, 0, model.obs_dim :] *= 10.0
+    free = model.horizon * model.transition_dim - model.obs_dim
+    by_hand = error[:, 1:].flatten(1).sum(1) + error[:, 0, model.obs_dim :].sum(1)
+    torch.testing.assert_close(loss, by_hand / free)
+
+
 def test_decision_diffuser_actions_come_from_inverse_dynamics() -> None:
     model = build_model(make_spec("decision_diffuser", "mlp"), toy_dataset())
     z0 = torch.randn(3, 4, model.obs_dim)

@@ -102,6 +102,14 @@ class ControlModel(nn.Module):
         """
         raise NotImplementedError
 
+    def loss_weights(self) -> Tensor | None:
+        """Element weights of the diffusion loss, (horizon, transition_dim), or None (all 1).
+
+        Training and every loss alignment takes (`denoising_loss`) use the same weights, so
+        that fine-tuning values the entries of a sample as pre-training did.
+        """
+        return None
+
     # Shared behaviour ---------------------------------------------------------------------
 
     @property
@@ -157,7 +165,10 @@ class ControlModel(nn.Module):
         self._check_history(history)
         cond, inpaint = self.condition(history)
         mask = None if inpaint is None else inpaint[0]
-        return self.formulation.loss(self.net, z0, cond, generator, mask, t=t, noise=noise)
+        weights = self.loss_weights()
+        if weights is not None:
+            weights = weights.to(z0.device, z0.dtype)
+        return self.formulation.loss(self.net, z0, cond, generator, mask, weights, t=t, noise=noise)
 
     def step_gaussian(
         self, history: Tensor, index: int, z_t: Tensor

@@ -30,7 +30,6 @@ from dmc_core.checkpoint import load_checkpoint, save_checkpoint
 from dmc_core.diffusion import SampleResult
 from dmc_core.errors import CheckpointError
 from dmc_core.models.base import Conditioning, ControlModel
-from dmc_core.models.diffuser import Diffuser
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_core.models.spec import spec_from_dict
 
@@ -190,12 +189,8 @@ class CascadeModel(nn.Module):
         return z
 
     def loss_weights(self) -> Tensor | None:
-        """Element weights of the loss: a Diffuser's first action weighs `action_weight`."""
-        if not isinstance(self.refiner, Diffuser):
-            return None
-        weights = torch.ones(self.horizon, self.transition_dim)
-        weights[0, self.refiner.obs_dim :] = self.spec.action_weight
-        return weights
+        """The refiner's element weights (a Diffuser's first action weighs `action_weight`)."""
+        return self.refiner.loss_weights()
 
     def denoising_loss(
         self, x_r: Tensor, history: Tensor, x_cond: Tensor, generator: torch.Generator | None

@@ -46,9 +46,15 @@ class Diffuser(ControlModel):
         mask = training_mask(
             self.spec.inpainting, batch, self.horizon, self.obs_dim, self.transition_dim, generator
         )
-        weights = window.steps[..., None].to(x0.dtype).repeat(1, 1, self.transition_dim)
-        weights[:, 0, self.obs_dim :] *= self.spec.action_weight
+        valid = window.steps[..., None].to(x0.dtype)
+        weights = valid * self.loss_weights().to(x0.device, x0.dtype)
         return self.formulation.loss(self.net, x0, None, generator, mask, weights).mean()
+
+    def loss_weights(self) -> Tensor:
+        """1 everywhere except the first action, which weighs `action_weight`."""
+        weights = torch.ones(self.horizon, self.transition_dim)
+        weights[0, self.obs_dim :] = self.spec.action_weight
+        return weights
 
     def condition(self, history: Tensor) -> Conditioning:
         """In-paint the newest observation as `s_0`."""
