@@ -107,6 +107,37 @@ def test_a_flat_objective_stops_the_pass(
     assert [c["step"] for c in outcome.curve] == [0.0, 1.0, 2.0]
 
 
+def test_a_slow_climb_stops_the_pass_on_its_best_state_not_its_first(
+    tiny, critic: IQLCritic, dataset: TransitionDataset
+) -> None:
+    """Improvements below min_delta do not restart the patience, but the best of them is kept."""
+    model = tiny("policy")
+    knobs = {
+        "max_steps": 100,
+        "eval_every": 1,
+        "patience": 3,
+        "min_delta": 0.01,
+        "conditions": 4,
+        "sft": {"candidates": 2, "batch_size": 4},
+    }
+    run = runner(model, critic, dataset, **knobs)
+    climb = iter([4.0, 4.001, 4.002, 4.1, 4.101, 4.103, 4.102])
+    kept: dict[float, dict[str, torch.Tensor]] = {}
+
+    def objective() -> float:
+        value = next(climb)
+        kept[value] = adapter_state(model)
+        return value
+
+    run.objective = objective  # type: ignore[method-assign]
+    outcome = run.run()
+    # 4.1 restarts the patience (4.1 > 4.0 x 1.01); 4.101, 4.103 and 4.102 do not (< 4.141).
+    assert outcome.stop_reason == "converged" and outcome.steps == 6
+    assert outcome.best_step == 5 and outcome.best_objective == 4.103
+    for name, tensor in adapter_state(model).items():
+        assert torch.equal(tensor, kept[4.103][name])
+
+
 def test_a_critic_update_restarts_the_patience(
     tiny, critic: IQLCritic, dataset: TransitionDataset
 ) -> None:

@@ -2,14 +2,17 @@
 
 The tracked objective is the mean r(z_0) of one fresh sample per held-out condition, drawn
 with the same seed at every measurement so that two measurements differ only by the model.
-The pass stops by itself once `patience` measurements in a row have not improved on the best by
-`min_delta x |best|`. A collapse is any of: a NaN or infinite reward, loss or gradient; a loss
-above `loss_spike` x the median |loss| of the recent updates; an objective below
-`best - reward_drop x |best|`. PPO's surrogate is zero-mean by construction, so its loss has no
-scale to spike against: for PPO only non-finite values and reward drops count. On a collapse
-the adapters go back to the best state seen, the learning rate is multiplied by `lr_decay`, a
-fresh optimiser starts, and the event is recorded; after `max_rollbacks` rollbacks the pass
-gives up. The pass always ends on its best state.
+The pass keeps the best state it measures (any improvement counts), and stops by itself once
+`patience` measurements in a row have not improved by `min_delta x |reference|` on the
+reference, the objective of the last improvement that large: a slow, steady climb is kept, and
+it stops the pass only once it is slower than `min_delta` per `patience` measurements. A
+collapse is any of: a NaN or infinite reward, loss or gradient; a loss above `loss_spike` x the
+median |loss| of the recent updates; an objective below `best - reward_drop x |best|`. PPO's
+surrogate is zero-mean by construction, so its loss has no scale to spike against: for PPO only
+non-finite values and reward drops count. On a collapse the adapters go back to the best state
+seen, the learning rate is multiplied by `lr_decay`, a fresh optimiser starts, and the event is
+recorded; after `max_rollbacks` rollbacks the pass gives up. The pass always ends on its best
+state.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ class PassRunner:
     def run(self) -> PassOutcome:
         """Train until converged, out of steps, or out of rollbacks; end on the best state."""
         spec = self.spec
-        best = initial = self.objective()
+        best = reference = initial = self.objective()
         best_state, best_step = adapter_state(self.context.model), 0
         outcome = PassOutcome(0, initial, initial, 0, "max_steps", self.lr)
         optimizer = self._optimizer()
@@ -111,19 +114,17 @@ class PassRunner:
                         step,
                         0,
                     )
+                    reference = best
                     outcome.events.append({"step": step, "kind": "critic_updated", "best": best})
                 if step % spec.eval_every and step != spec.max_steps:
                     continue
                 value = self.objective()
                 self._measured(outcome, step, {"objective": value, "lr": self.lr, **metrics})
                 self._check_objective(value, best)
-                if value > best + spec.min_delta * abs(best):
-                    best, best_state, best_step, stale = (
-                        value,
-                        adapter_state(self.context.model),
-                        step,
-                        0,
-                    )
+                if value > best:
+                    best, best_state, best_step = value, adapter_state(self.context.model), step
+                if value > reference + spec.min_delta * abs(reference):
+                    reference, stale = value, 0
                     continue
                 stale += 1
                 if stale >= spec.patience:

@@ -199,7 +199,7 @@ class PassSpec:
     held_out: int = knob(256, ge=1, doc="held-out conditions of the tracked objective")
     eval_every: int = knob(25, ge=1, doc="updates between two objective measurements")
     patience: int = knob(4, ge=1, doc="measurements without improvement before stopping")
-    min_delta: float = knob(0.005, ge=0.0, doc="improvement that counts, x |best|")
+    min_delta: float = knob(0.005, ge=0.0, doc="gain that restarts the patience, x |reference|")
     collapse: CollapseSpec = knob(factory=CollapseSpec)
     online: OnlineSpec = knob(factory=OnlineSpec)
     ppo: PPOSpec = knob(factory=PPOSpec)
