@@ -83,7 +83,10 @@ def test_a_refinement_samples_and_scores_as_its_cascade(
     noise = torch.randn_like(ours)
     cond, inpaint = cascade.condition(history, x_cond)
     mask = None if inpaint is None else inpaint[0]
-    expected = model.formulation.loss(cascade.refiner.net, ours, cond, None, mask, t=t, noise=noise)
+    weights = cascade.loss_weights()  # as fit_cascade trains: a Diffuser's a_0 weighs more
+    expected = model.formulation.loss(
+        cascade.refiner.net, ours, cond, None, mask, weights, t=t, noise=noise
+    )
     torch.testing.assert_close(model.denoising_loss(ours, packed, t=t, noise=noise), expected)
     # A reward sees the observation histories alone, as it would for the refined model.
     torch.testing.assert_close(

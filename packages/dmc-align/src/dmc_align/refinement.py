@@ -119,6 +119,10 @@ class Refinement(nn.Module):
         """Planned states and actions, raw units (planners only)."""
         return self.cascade.decode_plan(z0)
 
+    def loss_weights(self) -> Tensor | None:
+        """The cascade's element weights of the loss (as `fit_cascade` trained it)."""
+        return self.cascade.loss_weights()
+
     # Packed conditions ----------------------------------------------------------------------
 
     def pack(self, history: Tensor, x_cond: Tensor) -> Tensor:
