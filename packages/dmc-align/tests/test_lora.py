@@ -38,6 +38,23 @@ def test_fresh_adapters_leave_the_model_unchanged_and_only_they_train(kind: str,
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_the_adapters_start_is_drawn_from_the_seed_alone(plain) -> None:
+    # An unseeded start made two runs of the same pass part at the first update.
+    models = [plain("policy") for _ in range(3)]
+    torch.manual_seed(123)
+    first = adapter_state(attach_lora(models[0], LoraSpec(rank=2), seed=7))
+    torch.manual_seed(456)  # another global random state...
+    global_state = torch.get_rng_state()
+    again = adapter_state(attach_lora(models[1], LoraSpec(rank=2), seed=7))
+    assert torch.equal(torch.get_rng_state(), global_state)  # ... left as it was
+    other = adapter_state(attach_lora(models[2], LoraSpec(rank=2), seed=8))
+    lora_a = [name for name in first if "lora_A" in name]
+    assert lora_a
+    for name in first:  # the seed alone decides
+        assert torch.equal(first[name], again[name])
+    assert not any(torch.equal(first[name], other[name]) for name in lora_a)
+
+
 def test_targets_are_the_selected_layer_types(plain) -> None:
     model = plain("diffuser")
     convs = lora_targets(model.net, LoraSpec(layers=["conv1d"]))
@@ -58,7 +75,9 @@ def test_reference_mode_is_the_foundation_and_merging_keeps_the_samples(
     assert not torch.allclose(adapted, base)
     with reference_mode(model):
         assert torch.allclose(_x0(model, history), base, atol=1e-6)
-    assert torch.allclose(_x0(merged_copy(model), history), adapted, rtol=1e-4, atol=1e-4)
+    # Merged weights round differently, and the untrained tiny UNet's chain amplifies that to
+    # ~1% of its samples (which reach ~200); the adapters themselves move them by ~20%.
+    assert torch.allclose(_x0(merged_copy(model), history), adapted, rtol=2e-2, atol=1e-4)
 
 
 def test_adapters_round_trip_and_reject_another_spec(tmp_path: Path, plain, tiny) -> None:
@@ -105,7 +124,7 @@ def test_sampling_mode_samples_like_the_adapted_model_and_restores_it_exactly(
     with sampling_mode(model):
         merged = _x0(model, history)
         assert not torch.is_grad_enabled()
-    assert torch.allclose(merged, adapted, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(merged, adapted, rtol=2e-2, atol=1e-5)  # rounding, as above
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, before[name]), name
     assert torch.equal(_x0(model, history), adapted)

@@ -72,7 +72,7 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
     dataset = read_dataset(args.dataset)
     critic = load_critic(args.critic, device=str(device))
     _check_sources(args, spec, model, critic)
-    attach_lora(model, config.lora)
+    attach_lora(model, config.lora, seed=config.base.seed)
     continued = load_adapters(args.init, model, config.lora)
     if (spec.after != spec.model) != continued:
         raise ConfigError(

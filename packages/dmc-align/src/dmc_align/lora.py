@@ -61,10 +61,12 @@ def lora_targets(net: nn.Module, spec: LoraSpec) -> list[str]:
     return [name for name, module in net.named_modules() if type(module) in types]
 
 
-def attach_lora(model: ControlModel, spec: LoraSpec) -> ControlModel:
+def attach_lora(model: ControlModel, spec: LoraSpec, seed: int = 0) -> ControlModel:
     """Wrap `model.net` with fresh LoRA adapters (B = 0: the model is unchanged) in place.
 
-    Everything but the adapters (and the biases `spec.bias` names) is frozen.
+    Everything but the adapters (and the biases `spec.bias` names) is frozen. The random A
+    matrices are drawn from `seed`, without touching the global random state: the adapters'
+    start, and so the whole pass, is the same on every run.
 
     Raises:
         ValueError: the network has no layer of the selected types.
@@ -81,7 +83,9 @@ def attach_lora(model: ControlModel, spec: LoraSpec) -> ControlModel:
     )
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    model.net = peft.get_peft_model(model.net, config)
+    with torch.random.fork_rng(devices=[]):  # peft initialises the adapters on the CPU
+        torch.default_generator.manual_seed(seed)
+        model.net = peft.get_peft_model(model.net, config)
     model._foundation_biases = {  # type: ignore[assignment]
         name: nn.Parameter(parameter.detach().clone(), requires_grad=False)
         for name, parameter in model.net.named_parameters()
