@@ -42,7 +42,7 @@ from dmc_core.models import ControlModel, load_model
 from dmc_core.models.cascade import CascadeModel, check_compatible, save_cascade
 from dmc_core.models.spec import TrainSpec
 from dmc_core.pretrain import learning_rate
-from dmc_core.seeding import torch_generator
+from dmc_core.seeding import seeded_initialisation, torch_generator
 from dmc_core.training import EMA, ResumableRun, World, data_parallel_world
 from dmc_critic import IQLCritic, load_critic
 
@@ -182,7 +182,9 @@ class CascadeTrainingRun(ResumableRun):
             self.pair_seconds,
             self.pairs.gap,
         )
-        self.cascade = CascadeModel(foundation, spec.hidden, source=source).to(world.device)
+        with seeded_initialisation(seed):  # the x_cond encoder's random start
+            cascade = CascadeModel(foundation.cpu(), spec.hidden, source=source.cpu())
+        self.cascade = cascade.to(world.device)
         self.cascade.refiner.train()
         self.ema = EMA(self.cascade.refiner, spec.train.ema_decay)
         self.optimizer = torch.optim.AdamW(

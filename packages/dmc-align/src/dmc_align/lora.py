@@ -33,6 +33,7 @@ from dmc_core.checkpoint import load_checkpoint, save_checkpoint
 from dmc_core.config import to_plain
 from dmc_core.errors import CheckpointError
 from dmc_core.models import ControlModel
+from dmc_core.seeding import seeded_initialisation
 
 __all__ = [
     "ADAPTER_FILE",
@@ -83,8 +84,7 @@ def attach_lora(model: ControlModel, spec: LoraSpec, seed: int = 0) -> ControlMo
     )
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):  # peft initialises the adapters on the CPU
-        torch.default_generator.manual_seed(seed)
+    with seeded_initialisation(seed):  # peft initialises the adapters on the CPU
         model.net = peft.get_peft_model(model.net, config)
     model._foundation_biases = {  # type: ignore[assignment]
         name: nn.Parameter(parameter.detach().clone(), requires_grad=False)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "torch_generator"]
+__all__ = ["seed_everything", "seeded_initialisation", "torch_generator"]
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -31,3 +33,15 @@ def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gene
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
+
+
+@contextlib.contextmanager
+def seeded_initialisation(seed: int) -> Iterator[None]:
+    """Inside the block, torch's CPU random state starts from `seed`; afterwards it is restored.
+
+    For layers built by code that draws their initial weights from the global state (torch's
+    own `nn` modules, peft's adapters): build them on the CPU in the block, then move them.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
