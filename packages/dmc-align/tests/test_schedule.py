@@ -34,6 +34,12 @@ def runner(
     return PassRunner(context, method_class(context), pool, torch_generator(1), objective_seed=5)
 
 
+def measured_every_update(**knobs: object) -> dict[str, object]:
+    """Knobs of a tiny SFT pass that measures its objective after every update."""
+    tiny_sft = {"candidates": 2, "batch_size": 4}
+    return {"max_steps": 100, "eval_every": 1, "conditions": 4, "sft": tiny_sft, **knobs}
+
+
 class NaNOnCall:
     """The critic's reward, except NaN on the given calls (a collapse injected on purpose)."""
 
@@ -92,15 +98,7 @@ def test_a_flat_objective_stops_the_pass(
     tiny, critic: IQLCritic, dataset: TransitionDataset
 ) -> None:
     model = tiny("policy")
-    knobs = {
-        "max_steps": 100,
-        "eval_every": 1,
-        "patience": 2,
-        "min_delta": 10.0,
-        "conditions": 4,
-        "lr": 1e-6,
-        "sft": {"candidates": 2, "batch_size": 4},
-    }
+    knobs = measured_every_update(patience=2, min_delta=10.0, lr=1e-6)
     outcome = runner(model, critic, dataset, **knobs).run()
     assert outcome.stop_reason == "converged" and outcome.steps == 2
     assert outcome.events[-1]["kind"] == "converged"
@@ -112,15 +110,7 @@ def test_a_slow_climb_stops_the_pass_on_its_best_state_not_its_first(
 ) -> None:
     """Improvements below min_delta do not restart the patience, but the best of them is kept."""
     model = tiny("policy")
-    knobs = {
-        "max_steps": 100,
-        "eval_every": 1,
-        "patience": 3,
-        "min_delta": 0.01,
-        "conditions": 4,
-        "sft": {"candidates": 2, "batch_size": 4},
-    }
-    run = runner(model, critic, dataset, **knobs)
+    run = runner(model, critic, dataset, **measured_every_update(patience=3, min_delta=0.01))
     climb = iter([4.0, 4.001, 4.002, 4.1, 4.101, 4.103, 4.102])
     kept: dict[float, dict[str, torch.Tensor]] = {}
 
@@ -143,15 +133,7 @@ def test_a_critic_update_restarts_the_patience(
 ) -> None:
     """Online rounds re-base the objective; the flat stretch before one does not count."""
     model = tiny("policy")
-    knobs = {
-        "max_steps": 6,
-        "eval_every": 1,
-        "patience": 3,
-        "min_delta": 10.0,
-        "conditions": 4,
-        "lr": 1e-6,
-        "sft": {"candidates": 2, "batch_size": 4},
-    }
+    knobs = measured_every_update(max_steps=6, patience=3, min_delta=10.0, lr=1e-6)
     run = runner(model, critic, dataset, **knobs)
     run.on_round = lambda step: step % 2 == 0  # the critic changes every second update
     outcome = run.run()
