@@ -65,7 +65,7 @@ def test_the_warm_started_cascade_is_exactly_the_foundation(
         cond, _ = cascade.condition(history, x_cond)
         _, inpaint = foundation.condition(history)
         mask = None if inpaint is None else inpaint[0]
-        weights = cascade.loss_weights()  # the foundation's own (a Diffuser's a_0 weighs more)
+        weights = cascade.loss_weights(z0)  # the foundation's own (a Diffuser's a_0 weighs more)
         ours_loss = cascade.formulation.loss(
             cascade.refiner.net, z0, cond, None, mask, weights, t=t, noise=noise
         )

@@ -83,7 +83,7 @@ def test_a_refinement_samples_and_scores_as_its_cascade(
     noise = torch.randn_like(ours)
     cond, inpaint = cascade.condition(history, x_cond)
     mask = None if inpaint is None else inpaint[0]
-    weights = cascade.loss_weights()  # as fit_cascade trains: a Diffuser's a_0 weighs more
+    weights = cascade.loss_weights(ours)  # as fit_cascade trains: a Diffuser's a_0 weighs more
     expected = model.formulation.loss(
         cascade.refiner.net, ours, cond, None, mask, weights, t=t, noise=noise
     )

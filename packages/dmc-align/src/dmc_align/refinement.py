@@ -119,9 +119,9 @@ class Refinement(nn.Module):
         """Planned states and actions, raw units (planners only)."""
         return self.cascade.decode_plan(z0)
 
-    def loss_weights(self) -> Tensor | None:
+    def loss_weights(self, like: Tensor) -> Tensor | None:
         """The cascade's element weights of the loss (as `fit_cascade` trained it)."""
-        return self.cascade.loss_weights()
+        return self.cascade.loss_weights(like)
 
     # Packed conditions ----------------------------------------------------------------------
 

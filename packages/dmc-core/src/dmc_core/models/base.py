@@ -102,8 +102,9 @@ class ControlModel(nn.Module):
         """
         raise NotImplementedError
 
-    def loss_weights(self) -> Tensor | None:
-        """Element weights of the diffusion loss, (horizon, transition_dim), or None (all 1).
+    def loss_weights(self, like: Tensor) -> Tensor | None:
+        """Element weights of the diffusion loss, (horizon, transition_dim) on `like`'s device
+        and dtype, or None (all 1).
 
         Training and every loss alignment takes (`denoising_loss`) use the same weights, so
         that fine-tuning values the entries of a sample as pre-training did.
@@ -165,9 +166,7 @@ class ControlModel(nn.Module):
         self._check_history(history)
         cond, inpaint = self.condition(history)
         mask = None if inpaint is None else inpaint[0]
-        weights = self.loss_weights()
-        if weights is not None:
-            weights = weights.to(z0.device, z0.dtype)
+        weights = self.loss_weights(z0)
         return self.formulation.loss(self.net, z0, cond, generator, mask, weights, t=t, noise=noise)
 
     def step_gaussian(

@@ -188,9 +188,9 @@ class CascadeModel(nn.Module):
             z = self.sample(history, z, generator, record=False).x0
         return z
 
-    def loss_weights(self) -> Tensor | None:
+    def loss_weights(self, like: Tensor) -> Tensor | None:
         """The refiner's element weights (a Diffuser's first action weighs `action_weight`)."""
-        return self.refiner.loss_weights()
+        return self.refiner.loss_weights(like)
 
     def denoising_loss(
         self, x_r: Tensor, history: Tensor, x_cond: Tensor, generator: torch.Generator | None
@@ -201,9 +201,7 @@ class CascadeModel(nn.Module):
         """
         cond, inpaint = self.condition(history, x_cond)
         mask = None if inpaint is None else inpaint[0]
-        weights = self.loss_weights()
-        if weights is not None:
-            weights = weights.to(x_r.device, x_r.dtype)
+        weights = self.loss_weights(x_r)
         return self.formulation.loss(self.refiner.net, x_r, cond, generator, mask, weights)
 
     def describe(self) -> dict[str, Any]:

@@ -47,12 +47,12 @@ class Diffuser(ControlModel):
             self.spec.inpainting, batch, self.horizon, self.obs_dim, self.transition_dim, generator
         )
         valid = window.steps[..., None].to(x0.dtype)
-        weights = valid * self.loss_weights().to(x0.device, x0.dtype)
+        weights = valid * self.loss_weights(x0)
         return self.formulation.loss(self.net, x0, None, generator, mask, weights).mean()
 
-    def loss_weights(self) -> Tensor:
+    def loss_weights(self, like: Tensor) -> Tensor:
         """1 everywhere except the first action, which weighs `action_weight`."""
-        weights = torch.ones(self.horizon, self.transition_dim)
+        weights = like.new_ones(self.horizon, self.transition_dim)
         weights[0, self.obs_dim :] = self.spec.action_weight
         return weights
 
