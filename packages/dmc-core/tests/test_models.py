@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,46 @@ def test_policy_output_depends_on_its_observation_history() -> None:
     assert not torch.allclose(a, b)
 
 
+def test_the_condition_is_the_normalised_history_with_its_fourier_features() -> None:
+    spec = make_spec("diffusion_policy", "mlp", condition_fourier=2)
+    model = build_model(spec, toy_dataset())
+    history = histories(model)
+    x = model.obs_normalizer.normalize(history).flatten(1)  # (B, To * obs_dim)
+    by_hand = [x]
+    for function in (torch.sin, torch.cos):
+        by_hand += [function(math.pi * 2.0**k * x) for k in range(2)]
+    cond, inpaint = model.condition(history)
+    assert inpaint is None
+    assert model.cond_dim == x.shape[1] * 5
+    torch.testing.assert_close(cond, torch.cat(by_hand, dim=1))
+
+
+@pytest.mark.parametrize("kind", ["diffuser", "decision_diffuser"])
+def test_a_planner_with_film_observation_feeds_its_observation_to_the_network(kind: str) -> None:
+    plain = build_model(make_spec(kind, "unet"), toy_dataset())
+    spec = make_spec(kind, "unet", film_observation=True, condition_fourier=1)
+    film = build_model(spec, toy_dataset())
+    assert plain.cond_dim == 0 and plain.condition(histories(plain))[0] is None
+    assert film.cond_dim == 3 * film.obs_dim
+    history = histories(film)
+    cond, inpaint = film.condition(history)
+    current = film.obs_normalizer.normalize(history[:, -1])
+    torch.testing.assert_close(cond[:, : film.obs_dim], current)
+    assert inpaint is not None and torch.equal(inpaint[1][:, 0, : film.obs_dim], current)
+    # the condition reaches the network in training and in sampling: the encoder's first layer
+    # (its weight multiplies the condition itself) gets a gradient and changes the samples
+    first = next(m for m in film.net.embed.cond.modules() if isinstance(m, torch.nn.Linear))
+    sampler = WindowSampler(toy_dataset(), film.horizon, film.history_len)
+    window = sampler.sample(8, torch_generator(1))
+    film(window, torch_generator(2)).backward()
+    assert first.weight.grad is not None and first.weight.grad.abs().sum() > 0
+    a = film.sample(history, torch_generator(0), record=False).x0
+    with torch.no_grad():
+        first.weight.add_(0.5)
+    b = film.sample(history, torch_generator(0), record=False).x0
+    assert not torch.allclose(a[:, 1:], b[:, 1:])
+
+
 def test_loss_weights_leave_out_padding_and_weight_the_first_action(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -245,6 +286,11 @@ def test_loading_a_checkpoint_of_something_else_fails_clearly(tmp_path: Path) ->
             {"formulation": {"name": "ddim", "steps": 10, "sample_steps": 20}},
             "models.m.formulation.sample_steps",
         ),
+        (
+            {"kind": "diffusion_policy", "inpainting": "none", "film_observation": True},
+            "models.m.film_observation",
+        ),
+        ({"kind": "diffuser", "condition_fourier": 2}, "models.m.condition_fourier"),
     ],
 )
 def test_invalid_model_entries_name_the_key(tmp_path: Path, entry: dict, key: str) -> None:

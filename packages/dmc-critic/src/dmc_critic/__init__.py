@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dmc_critic.batches import TransitionBatch, TransitionSampler
 from dmc_critic.checkpoints import CRITIC_CHECKPOINT_KIND, load_critic, save_critic
-from dmc_critic.features import FourierFeatures, fourier_features
 from dmc_critic.fit import critic_optimizer, fit_iql, train_step
 from dmc_critic.iql import IQLCritic, build_critic
 from dmc_critic.losses import expectile_loss, td_target
@@ -37,7 +36,6 @@ __all__ = [
     "SELECTION_RULES",
     "CriticSpec",
     "CriticTrainSpec",
-    "FourierFeatures",
     "IQLCritic",
     "ScalarMLP",
     "TransitionBatch",
@@ -49,7 +47,6 @@ __all__ = [
     "episode_returns",
     "expectile_loss",
     "fit_iql",
-    "fourier_features",
     "load_critic",
     "returns_to_go",
     "reward_factor",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dmc_critic.features import FourierFeatures
+from dmc_core.nets.fourier import FourierFeatures
 
 __all__ = ["ScalarMLP"]
 

@@ -19,7 +19,7 @@ from dmc_core.models.inpainting import prefix_mask
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_core.models.spec import ModelSpec
 from dmc_core.models.windows import Window
-from dmc_core.nets import build_backbone
+from dmc_core.nets import build_backbone, fourier_features
 
 __all__ = ["Conditioning", "ControlModel"]
 
@@ -83,8 +83,9 @@ class ControlModel(nn.Module):
 
     @property
     def cond_dim(self) -> int:
-        """Width of the network's condition input (0: unconditional network)."""
-        return 0
+        """Width of the network's condition input (0: unconditional network). Planners have
+        one only with `film_observation`: their current observation's features."""
+        return self.condition_width(1) if self.spec.film_observation else 0
 
     def training_loss(self, window: Window, generator: torch.Generator) -> Tensor:
         """The scalar loss of one batch of windows."""
@@ -205,6 +206,28 @@ class ControlModel(nn.Module):
             "act_dim": self.act_dim,
             "spec": to_plain(self.spec),
         }
+
+    def condition_width(self, observations: int) -> int:
+        """Width of `observation_condition` of `observations` observations."""
+        return observations * self.obs_dim * (1 + 2 * self.spec.condition_fourier)
+
+    def observation_condition(self, history: Tensor) -> Tensor:
+        """The network condition of observations: normalised, flattened, and with
+        `condition_fourier` octaves of sin/cos features (`dmc_core.nets.fourier`).
+
+        Shapes:
+            history: (B, k, obs_dim); returns (B, condition_width(k)).
+        """
+        normalised = self.obs_normalizer.normalize(history).flatten(1)
+        return fourier_features(normalised, self.spec.condition_fourier)
+
+    def planner_condition(self, history: Tensor) -> Conditioning:
+        """A planner's conditioning: `s_0` in-painted, and with `film_observation` the current
+        observation as the network condition too (in-painting reaches the other steps only
+        through the network's convolutions)."""
+        current = history[:, -1:]
+        cond = self.observation_condition(current) if self.spec.film_observation else None
+        return cond, self.inpaint_current_state(history)
 
     def inpaint_current_state(self, history: Tensor) -> tuple[Tensor, Tensor]:
         """In-painting that fixes `s_0` (the first `obs_dim` channels of step 0) to the newest

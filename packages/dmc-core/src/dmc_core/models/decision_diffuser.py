@@ -61,7 +61,8 @@ class DecisionDiffuser(ControlModel):
             self.spec.inpainting, batch, self.horizon, self.obs_dim, self.obs_dim, generator
         )
         weights = window.state_known[..., None].to(x0.dtype)
-        diffusion = self.formulation.loss(self.net, x0, None, generator, mask, weights).mean()
+        cond, _ = self.condition(window.history)
+        diffusion = self.formulation.loss(self.net, x0, cond, generator, mask, weights).mean()
         predicted = self.infer_actions(x0[:, :-1], x0[:, 1:])
         target = self.act_normalizer.normalize(window.actions[:, :-1])
         real = window.steps[:, :-1, None].to(x0.dtype)
@@ -69,8 +70,8 @@ class DecisionDiffuser(ControlModel):
         return diffusion + error
 
     def condition(self, history: Tensor) -> Conditioning:
-        """In-paint the newest observation as `s_0`."""
-        return None, self.inpaint_current_state(history)
+        """In-paint the newest observation as `s_0` (see `planner_condition`)."""
+        return self.planner_condition(history)
 
     def decode_actions(self, z0: Tensor) -> Tensor:
         """`a_j = f(s_j, s_{j+1})` for the first `action_exec` steps, raw units."""

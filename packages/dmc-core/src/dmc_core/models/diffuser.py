@@ -48,7 +48,8 @@ class Diffuser(ControlModel):
         )
         valid = window.steps[..., None].to(x0.dtype)
         weights = valid * self.loss_weights(x0)
-        return self.formulation.loss(self.net, x0, None, generator, mask, weights).mean()
+        cond, _ = self.condition(window.history)
+        return self.formulation.loss(self.net, x0, cond, generator, mask, weights).mean()
 
     def loss_weights(self, like: Tensor) -> Tensor:
         """1 everywhere except the first action, which weighs `action_weight`."""
@@ -57,8 +58,8 @@ class Diffuser(ControlModel):
         return weights
 
     def condition(self, history: Tensor) -> Conditioning:
-        """In-paint the newest observation as `s_0`."""
-        return None, self.inpaint_current_state(history)
+        """In-paint the newest observation as `s_0` (see `planner_condition`)."""
+        return self.planner_condition(history)
 
     def decode_actions(self, z0: Tensor) -> Tensor:
         """The first `action_exec` planned actions, in raw units."""

@@ -33,8 +33,8 @@ class DiffusionPolicy(ControlModel):
 
     @property
     def cond_dim(self) -> int:
-        """The flattened observation history."""
-        return self.history_len * self.obs_dim
+        """The flattened observation history (with its Fourier features)."""
+        return self.condition_width(self.history_len)
 
     def training_loss(self, window: Window, generator: torch.Generator) -> Tensor:
         """Diffusion loss of the action chunk given the window's history."""
@@ -44,8 +44,8 @@ class DiffusionPolicy(ControlModel):
         return self.formulation.loss(self.net, x0, cond, generator, None, weights).mean()
 
     def condition(self, history: Tensor) -> Conditioning:
-        """The normalised history, flattened to (B, To * obs_dim)."""
-        return self.obs_normalizer.normalize(history).flatten(1), None
+        """The normalised history, flattened, with `condition_fourier` features."""
+        return self.observation_condition(history), None
 
     def decode_actions(self, z0: Tensor) -> Tensor:
         """The first `action_exec` actions of the chunk, raw units."""

@@ -81,6 +81,12 @@ class ModelSpec:
     inpainting: str = knob("causal_prefix", choices=INPAINTING_MODES, doc="planner training")
     action_weight: float = knob(10.0, ge=0.0, doc="diffuser: loss weight of the first action")
     inverse_dynamics_hidden: int = knob(256, ge=1, doc="decision_diffuser: f(s, s') width")
+    film_observation: bool = knob(
+        False, doc="planners: the current observation is also the network's FiLM condition"
+    )
+    condition_fourier: int = knob(
+        0, ge=0, le=16, doc="octaves of sin/cos features of the observation condition (0: raw)"
+    )
     backbone: dict[str, Any] = knob(
         factory=_default_backbone, doc="name (unet, dit, mlp) and its size keywords"
     )
@@ -103,6 +109,13 @@ class ModelSpec:
             yield "inpainting", "policies condition on history, not in-painting: set 'none'"
         if not self.is_policy and self.history != 1:
             yield "history", "planners condition on the current observation: set 1"
+        if self.is_policy and self.film_observation:
+            yield "film_observation", "policies always condition on their history: set false"
+        if self.condition_fourier and not (self.is_policy or self.film_observation):
+            yield (
+                "condition_fourier",
+                "an in-painted observation has no features: set film_observation true, or 0",
+            )
         if self.kind == "bdm" and self.formulation.name not in EPS_FORMULATIONS:
             yield (
                 "formulation.name",

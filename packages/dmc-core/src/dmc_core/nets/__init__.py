@@ -24,6 +24,7 @@ from dmc_core.nets.embeddings import (
 )
 from dmc_core.nets.energy import EnergyDenoiser
 from dmc_core.nets.feedforward import mlp
+from dmc_core.nets.fourier import FourierFeatures, fourier_features
 from dmc_core.nets.residual_mlp import ResidualMLP
 from dmc_core.nets.unet import TemporalUNet
 
@@ -32,6 +33,7 @@ __all__ = [
     "ConditionEncoder",
     "DiT1d",
     "EnergyDenoiser",
+    "FourierFeatures",
     "ResidualMLP",
     "TemporalUNet",
     "TimeCondEmbedding",
@@ -39,6 +41,7 @@ __all__ = [
     "backbone_sizes",
     "build_backbone",
     "check_denoiser_inputs",
+    "fourier_features",
     "mlp",
     "sinusoidal_embedding",
 ]

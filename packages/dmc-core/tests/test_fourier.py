@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from dmc_critic import FourierFeatures, fourier_features
+from dmc_core.nets import FourierFeatures, fourier_features
 
 
 def test_fourier_features_are_x_then_sines_then_cosines_by_octave() -> None:

@@ -1,7 +1,9 @@
-"""Fourier features of normalised inputs, so that small MLPs can fit sharp reward bumps.
+"""Fourier features of normalised inputs, so that small networks can fit sharp functions of them.
 
 A plain MLP on Nav1D's (s, t/H, a) fits its narrow Gaussian rewards poorly; sin/cos features at a
-few octaves lift the critic's greedy score markedly (shared/reference/nav1d-lessons.md).
+few octaves lift the critic's greedy score markedly (shared/reference/nav1d-lessons.md). The
+diffusion models use them on their observation condition (`ModelSpec.condition_fourier`): the
+best action changes sharply from one step t to the next, and a network fed t/H raw blurs it.
 
 References:
     Tancik et al., "Fourier Features Let Networks Learn High Frequency Functions in Low
