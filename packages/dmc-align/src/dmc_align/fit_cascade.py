@@ -7,10 +7,12 @@
         --out data/models/diffuser_cascade
 
 `--model` is the model whose samples the cascade refines (a `pretrain` or an `align` output),
-`--foundation` the weights it starts from. The reward of the pairs is r = Q(s, a_0) of the
-critic (`dmc_align.rewards.QFirstAction`, as alignment uses it). The pairs are drawn once, from
-`conditions` observation histories of the dataset (`dmc_align.cascade_pairs`); the cascade is
-then trained on them like a foundation (AdamW, warm-up + cosine, EMA, resumable snapshots).
+`--foundation` the weights it starts from (the foundation, or the refined model itself: then the
+cascade starts as that model, and training on the pairs moves it from there). The reward of
+the pairs is r = Q(s, a_0) of the critic (`dmc_align.rewards.QFirstAction`, as alignment uses
+it). The pairs are drawn once, from `conditions` observation histories of the dataset
+(`dmc_align.cascade_pairs`); the cascade is then trained on them like a foundation (AdamW,
+warm-up + cosine, EMA, resumable snapshots).
 Writes into `--out`:
     model.safetensors (+ .yaml)  the cascade with the refined model inside: evaluation rolls
                                  out `model -> cascade (-> cascade)` from this file alone
@@ -62,7 +64,9 @@ class CascadeSpec:
     """One cascade: `fit_cascade.cascades.<name>` in `params.yaml`."""
 
     model: str = knob("diffuser", doc="model it refines: a pretrain or align entry (dvc.yaml)")
-    foundation: str = knob("diffuser", doc="pretrain entry whose weights it starts from")
+    foundation: str = knob(
+        "diffuser", doc="pretrain or align entry whose weights it starts from (its start)"
+    )
     dataset: str = knob("full", doc="make_dataset entry the histories come from")
     critic: str = knob("full", doc="fit_critic entry whose Q(s, a_0) orders the pairs")
     pairs: str = knob("inpaint", choices=PAIR_MODES, doc="consistency: inpaint, shared_latent")
