@@ -40,7 +40,7 @@ CASCADE_RUNS = {
     "diffuser_aligned_cascade_x2": "cascade_aligned_x2",
     "diffuser_aligned_cascade_sft": "cascade_aligned_sft",  # the cascade, aligned by a pass
 }
-CASCADE_PASS = "diffuser_sft_cascade_sft"  # SFT of the aligned Diffuser's cascade
+CASCADE_PASS = "diffuser_sft_cascade_sft"  # SFT of the aligned Diffuser's cascade (added here)
 CASCADES = {"fit_cascade@diffuser_cascade", "fit_cascade@diffuser_sft_cascade"}
 CASCADES |= {f"align@{CASCADE_PASS}"}
 EVALUATE = {f"evaluate@{run}" for runs in RUNS.values() for run in runs} | {"summarize"}
@@ -102,8 +102,49 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
     (work / "data").mkdir()
     apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / "smoke.yaml")
+    add_a_pass_on_the_aligned_cascade(work)
     dvc(work, "config", "--local", "core.no_scm", "true")
     return work
+
+
+def add_a_pass_on_the_aligned_cascade(work: Path) -> None:
+    """A user's recipe entry (README, "Cascading"): SFT of a fit_cascade output, evaluated."""
+    set_param(
+        work,
+        f"align.passes.{CASCADE_PASS}",
+        {
+            "model": "diffuser_sft_cascade",
+            "after": "diffuser_sft_cascade",
+            "method": "sft",
+            "dataset": "full",
+            "critic": "full",
+            "max_steps": 3,
+            "conditions": 8,
+            "held_out": 8,
+            "eval_every": 2,
+            "sft": {
+                "candidates": 2,
+                "keep_fraction": 0.5,
+                "generator": "current",
+                "batch_size": 8,
+                "updates_per_batch": 2,
+            },
+            "dynamics_weight": 0.5,
+        },
+    )
+    set_param(
+        work,
+        "evaluate.runs.diffuser_aligned_cascade_sft",
+        {
+            "model": CASCADE_PASS,
+            "label": "diffuser",
+            "dataset": "full",
+            "critic": "full",
+            "stage": "cascade_aligned_sft",
+            "cascade_passes": 1,
+            "sweep": False,
+        },
+    )
 
 
 def test_repro_makes_the_three_datasets_their_stats_and_pictures(workdir: Path) -> None:
