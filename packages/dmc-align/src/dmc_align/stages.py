@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from dmc_align.align import align
+import argparse
+
 from dmc_align.fit_cascade import FitCascadeConfig, fit_cascade
 from dmc_align.spec import AlignConfig
 from dmc_core.cli import Arg, Stage
 
 __all__ = ["STAGES"]
+
+
+def align(config: AlignConfig, args: argparse.Namespace) -> None:
+    """`dmc_align.align.align`, imported when it runs: peft (with transformers) takes ~6 s to
+    import, which the other stages and `--help` need not pay."""
+    from dmc_align.align import align as run_pass
+
+    run_pass(config, args)
+
 
 STAGES: tuple[Stage, ...] = (
     Stage(
