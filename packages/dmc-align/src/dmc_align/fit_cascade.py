@@ -195,6 +195,7 @@ class CascadeTrainingRun(ResumableRun):
             self.cascade.refiner.parameters(),
             lr=spec.train.lr,
             weight_decay=spec.train.weight_decay,
+            foreach=True,  # multi-tensor steps: same numbers, far fewer kernel launches
         )
         self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
 

@@ -22,7 +22,7 @@ from dmc_align.spec import OnlineSpec
 from dmc_core.data import TransitionDataset
 from dmc_core.models import ControlModel, WindowSampler
 from dmc_critic import IQLCritic, TransitionSampler
-from dmc_critic.fit import train_step
+from dmc_critic.fit import critic_optimizer, train_step
 from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
@@ -89,7 +89,7 @@ class OnlineTuner:
         self.conditions, self.seed = conditions, seed
         self.buffer: TransitionDataset | None = None
         self.rounds = 0
-        self.optimizer = torch.optim.Adam(critic.trainable_parameters(), lr=critic.spec.train.lr)
+        self.optimizer = critic_optimizer(critic, critic.spec.train)
         self.returns: list[float] = []
 
     def __call__(self, step: int) -> bool:

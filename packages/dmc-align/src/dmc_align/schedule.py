@@ -81,7 +81,7 @@ class PassRunner:
         return trainable_parameters(self.context.model)
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.lr, foreach=True)  # see critic_optimizer
 
     @torch.no_grad()
     def objective(self) -> float:

@@ -12,8 +12,12 @@ __all__ = ["critic_optimizer", "fit_iql", "train_step"]
 
 
 def critic_optimizer(critic: IQLCritic, train: CriticTrainSpec) -> torch.optim.Adam:
-    """One Adam over the online Qs and V (IQL's lr 3e-4 for every network by default)."""
-    return torch.optim.Adam(critic.trainable_parameters(), lr=train.lr)
+    """One Adam over the online Qs and V (IQL's lr 3e-4 for every network by default).
+
+    Multi-tensor (`foreach`) steps: the same numbers as one tensor at a time, in a fraction of the
+    time for networks of many small tensors on a CPU, where torch does not pick them itself.
+    """
+    return torch.optim.Adam(critic.trainable_parameters(), lr=train.lr, foreach=True)
 
 
 def train_step(

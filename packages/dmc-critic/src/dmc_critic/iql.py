@@ -146,11 +146,10 @@ class IQLCritic(nn.Module):
     @torch.no_grad()
     def update_target(self) -> None:
         """Polyak step: target <- (1 - rate) * target + rate * online, rate = target_update."""
-        rate = self.spec.target_update
-        for target, online in zip(
-            self.q_targets.parameters(), self.q_nets.parameters(), strict=True
-        ):
-            target.lerp_(online, rate)
+        targets, onlines = list(self.q_targets.parameters()), list(self.q_nets.parameters())
+        if len(targets) != len(onlines):
+            raise RuntimeError("the target Qs and the online Qs have different parameter lists")
+        torch._foreach_lerp_(targets, onlines, self.spec.target_update)
 
     def describe(self) -> dict[str, Any]:
         """Everything needed to rebuild this critic around a state dict (checkpoint sidecar)."""

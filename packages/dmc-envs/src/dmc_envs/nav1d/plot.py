@@ -1,20 +1,24 @@
 """Plot the Nav1D reward field with trajectories drawn over it.
 
 Only the object-oriented matplotlib API is used (no pyplot), so plotting is safe in headless
-and multi-threaded code regardless of the selected backend.
+and multi-threaded code regardless of the selected backend. matplotlib is imported when a figure
+is drawn, not with `dmc_envs.nav1d`: the stages that never plot (alignment, cascades) skip it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from dmc_core.atomic import atomic_path
 from dmc_envs.nav1d.task import Nav1DTask
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_reward_field"]
 
@@ -32,6 +36,8 @@ def _draw(task: Nav1DTask, positions: np.ndarray, title: str) -> Figure:
     steps = np.arange(horizon)
     # Column t-1 is the reward of step t-1, i.e. of being at s at time t = 1..H.
     field = task.reward(steps[None, :], ys[:, None])
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     time_edges = np.arange(horizon + 1) + 0.5
