@@ -143,6 +143,7 @@ def add_a_pass_on_the_aligned_cascade(work: Path) -> None:
             "stage": "cascade_aligned_sft",
             "cascade_passes": 1,
             "sweep": False,
+            "rules": ["none"],
         },
     )
 

@@ -10,6 +10,7 @@ import yaml
 from dmc_core.config import load_stage_config
 from dmc_core.errors import ConfigError
 from dmc_envs.evaluation import EvaluateConfig
+from dmc_envs.evaluation.evaluate import _configurations
 
 
 def load(tmp_path: Path, *overrides: str) -> EvaluateConfig:
@@ -50,3 +51,28 @@ def test_also_stages_may_neither_repeat_the_stage_nor_cross_the_cascade_line(
     for bad in (["policy_sft"], ["cascade_aligned"]):
         with pytest.raises(ConfigError, match=r"evaluate.runs.policy_sft.also_stages: '"):
             runs(bad)
+
+
+def test_a_run_may_narrow_its_summary_rules_and_an_unknown_one_names_the_key(
+    tmp_path: Path,
+) -> None:
+    def config(rules: list[str]) -> EvaluateConfig:
+        run = {"model": "diffuser_cascade", "stage": "cascade", "cascade_passes": 1}
+        params = tmp_path / "params.yaml"
+        params.write_text(
+            yaml.safe_dump({"base": {}, "evaluate": {"runs": {"c": {**run, "rules": rules}}}})
+        )
+        return load_stage_config(EvaluateConfig, "evaluate", params)
+
+    narrowed = config(["none"])
+    protocol, run = narrowed.protocol, narrowed.runs["c"]
+    summary, sweep = _configurations(protocol, protocol.planner, run)
+    assert summary == [("none", 1)]
+    assert sweep == [(rule, n) for rule in protocol.sweep_rules for n in protocol.sweep_candidates]
+    protocols = config([])
+    summary, _ = _configurations(
+        protocols.protocol, protocols.protocol.planner, protocols.runs["c"]
+    )
+    assert summary == [("none", 1), ("q_argmax", 16)]
+    with pytest.raises(ConfigError, match=r"evaluate.runs.c.rules: unknown selection rule 'best'"):
+        config(["none", "best"])

@@ -39,6 +39,9 @@ class RunSpec:
     stage: str = knob("foundation", doc="what the model is: foundation, an alignment pass, ...")
     label: str = knob("", doc="model name in the rows (empty: `model`); passes give their base")
     sweep: bool = knob(True, doc="run the candidates sweep (off for intermediate passes)")
+    rules: list[str] = knob(
+        factory=list, doc="rules of this run's summary rows (empty: the protocol's `rules`)"
+    )
     cascade_passes: int = knob(
         0, ge=0, le=4, doc="model is a fit_cascade output: refine its model's samples this often"
     )
@@ -47,7 +50,9 @@ class RunSpec:
     )
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
-        """Cascade runs (and only they) have stages that start with `cascade`."""
+        """Rules must be known; cascade runs (and only they) have stages that start with
+        `cascade`."""
+        yield from _unknown_rules("rules", self.rules)
         cascaded = self.stage.startswith(CASCADE_STAGE)
         if self.cascade_passes and not cascaded:
             yield "stage", f"'{self.stage}': a cascade run's stage must start with 'cascade'"
@@ -57,6 +62,12 @@ class RunSpec:
             if extra == self.stage or extra.startswith(CASCADE_STAGE) != cascaded:
                 kind = "a cascade's" if cascaded else "not a cascade's"
                 yield "also_stages", f"'{extra}': repeats the stage, or the run is {kind}"
+
+
+def _unknown_rules(field: str, rules: list[str]) -> Iterator[tuple[str, str]]:
+    for rule in rules:
+        if rule not in SELECTION_RULES:
+            yield field, f"unknown selection rule '{rule}' (rules: {SELECTION_RULES})"
 
 
 def _foundation_runs() -> dict[str, RunSpec]:
@@ -97,9 +108,7 @@ class EvalProtocol:
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """Rules must be known; swept candidate counts positive."""
         for field in ("rules", "sweep_rules"):
-            for rule in getattr(self, field):
-                if rule not in SELECTION_RULES:
-                    yield field, f"unknown selection rule '{rule}' (rules: {SELECTION_RULES})"
+            yield from _unknown_rules(field, getattr(self, field))
         if any(n < 1 for n in self.sweep_candidates):
             yield "sweep_candidates", f"{self.sweep_candidates}: every count must be >= 1"
 

@@ -101,7 +101,7 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
     identity = _identity(args.name, run, model)
     recipe = _protocol(model, budget, protocol, run.cascade_passes)
-    summary_pairs, sweep_pairs = _configurations(protocol, budget, run.sweep)
+    summary_pairs, sweep_pairs = _configurations(protocol, budget, run)
     results = {
         (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
@@ -186,11 +186,13 @@ def candidate_entropy(
 
 
 def _configurations(
-    config: EvalProtocol, budget: Budget, sweep_on: bool = True
+    config: EvalProtocol, budget: Budget, run: RunSpec
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """The (rule, candidates) pairs of the summary rows and of the sweep (empty if off)."""
-    summary = [(rule, 1 if rule == "none" else budget.candidates) for rule in config.rules]
-    rules = config.sweep_rules if sweep_on else []
+    """The (rule, candidates) pairs of the summary rows (the run's rules, else the protocol's)
+    and of the sweep (empty if the run turns it off)."""
+    summary_rules = run.rules or config.rules
+    summary = [(rule, 1 if rule == "none" else budget.candidates) for rule in summary_rules]
+    rules = config.sweep_rules if run.sweep else []
     sweep = [(rule, n) for rule in rules for n in config.sweep_candidates]
     return list(dict.fromkeys(summary)), list(dict.fromkeys(sweep))
 
