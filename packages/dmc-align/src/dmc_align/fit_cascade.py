@@ -45,7 +45,7 @@ from dmc_core.models.cascade import CascadeModel, check_compatible, save_cascade
 from dmc_core.models.spec import TrainSpec
 from dmc_core.pretrain import learning_rate
 from dmc_core.seeding import seeded_initialisation, torch_generator
-from dmc_core.training import EMA, ResumableRun, World, data_parallel_world
+from dmc_core.training import EMA, ResumableRun, World, adam, data_parallel_world
 from dmc_critic import IQLCritic, load_critic
 
 __all__ = ["CascadeSpec", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
@@ -191,11 +191,8 @@ class CascadeTrainingRun(ResumableRun):
         self.cascade = cascade.to(world.device)
         self.cascade.refiner.train()
         self.ema = EMA(self.cascade.refiner, spec.train.ema_decay)
-        self.optimizer = torch.optim.AdamW(
-            self.cascade.refiner.parameters(),
-            lr=spec.train.lr,
-            weight_decay=spec.train.weight_decay,
-            foreach=True,  # multi-tensor steps: same numbers, far fewer kernel launches
+        self.optimizer = adam(
+            self.cascade.refiner.parameters(), spec.train.lr, spec.train.weight_decay
         )
         self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
 

@@ -31,6 +31,7 @@ from dmc_align.conditions import ConditionPool
 from dmc_align.lora import adapter_state, load_adapter_state, sampling_mode, trainable_parameters
 from dmc_align.methods import AlignContext, CollapseError, Method
 from dmc_align.refinement import RefinedConditions
+from dmc_core.training import adam
 
 __all__ = ["PassOutcome", "PassRunner"]
 
@@ -81,7 +82,7 @@ class PassRunner:
         return trainable_parameters(self.context.model)
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, foreach=True)  # see critic_optimizer
+        return adam(self.parameters(), self.lr)
 
     @torch.no_grad()
     def objective(self) -> float:

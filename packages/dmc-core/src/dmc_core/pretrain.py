@@ -32,6 +32,7 @@ from dmc_core.training import (
     EMA,
     ResumableRun,
     World,
+    adam,
     data_parallel_world,
 )
 
@@ -113,11 +114,8 @@ class TrainingRun(ResumableRun):
         torch.manual_seed(seed)
         self.model: ControlModel = build_model(spec, dataset).to(world.device)
         self.ema = EMA(self.model, self.train_spec.ema_decay)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=self.train_spec.lr,
-            weight_decay=self.train_spec.weight_decay,
-            foreach=True,  # multi-tensor steps: same numbers, far fewer kernel launches
+        self.optimizer = adam(
+            self.model.parameters(), self.train_spec.lr, self.train_spec.weight_decay
         )
         self.windows = WindowSampler(dataset, spec.horizon, spec.history)
         self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)

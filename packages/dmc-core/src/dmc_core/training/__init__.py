@@ -5,6 +5,7 @@ from __future__ import annotations
 from dmc_core.training.distributed import World, choose_device, data_parallel_world
 from dmc_core.training.ema import EMA
 from dmc_core.training.loop import LoopSchedule, ResumableRun
+from dmc_core.training.optimizers import adam
 from dmc_core.training.resume import Snapshot, fingerprint
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ResumableRun",
     "Snapshot",
     "World",
+    "adam",
     "choose_device",
     "data_parallel_world",
     "fingerprint",
