@@ -3,6 +3,7 @@ round-trip through a checkpoint, and the merged copy samples exactly like the ad
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from dmc_align.lora import (
     save_adapters,
 )
 from dmc_align.spec import LoraSpec
+from dmc_core.checkpoint import load_checkpoint, save_checkpoint
 from dmc_core.errors import CheckpointError
 from dmc_core.seeding import torch_generator
 
@@ -128,3 +130,16 @@ def test_sampling_mode_samples_like_the_adapted_model_and_restores_it_exactly(
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, before[name]), name
     assert torch.equal(_x0(model, history), adapted)
+
+
+def test_adapters_of_the_wrong_shape_name_the_file_and_the_tensor(tmp_path: Path, tiny) -> None:
+    spec = LoraSpec(rank=2, alpha=2.0)
+    model = tiny("policy", spec)
+    path = save_adapters(tmp_path, model, spec)
+    state = adapter_state(model)
+    name = next(iter(state))
+    state[name] = torch.zeros(state[name].shape[0] + 1, *state[name].shape[1:])
+    save_checkpoint(path, state, load_checkpoint(path).config)
+    fits = f"{path}: weights do not fit the model's adapters: '{name}' should have shape"
+    with pytest.raises(CheckpointError, match=re.escape(fits)):
+        load_adapters(tmp_path, model, spec)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from dmc_core.checkpoint import load_checkpoint, save_checkpoint, sidecar_path
-from dmc_core.errors import CheckpointError
+from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint, sidecar_path
+from dmc_core.errors import CheckpointError, NonFiniteCheckpointError
+from dmc_core.testing import poison_checkpoint
 
 
 def tensors() -> dict[str, torch.Tensor]:
@@ -64,3 +66,32 @@ def test_missing_parts_are_named(tmp_path: Path, remove: str) -> None:
 def test_path_must_be_safetensors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\.safetensors"):
         save_checkpoint(tmp_path / "m.pt", tensors(), {})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_never_written(tmp_path: Path, bad: float) -> None:
+    weights = tensors()
+    weights["layer.bias"][1:3] = bad
+    path = tmp_path / "m.safetensors"
+    expected = f"{path}: refusing to write non-finite weights: 'layer.bias' has 2 of 4 entries"
+    with pytest.raises(NonFiniteCheckpointError, match=re.escape(expected)):
+        save_checkpoint(path, weights, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_finite_checkpoint_written_elsewhere_is_refused(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {})
+    name = poison_checkpoint(path, entries=3)
+    expected = f"{path}: non-finite weights: '{name}' has 3 of "
+    with pytest.raises(NonFiniteCheckpointError, match=re.escape(expected)):
+        load_checkpoint(path)
+
+
+def test_a_state_that_does_not_fit_names_the_first_tensor_and_both_shapes() -> None:
+    expected = {"a": torch.zeros(2), "b": torch.zeros(4, 3)}
+    with pytest.raises(CheckpointError, match=re.escape("m: weights do not fit the spec: 'b'")):
+        check_state_fits("m", expected, {"a": torch.zeros(2), "b": torch.zeros(4, 5)}, "the spec")
+    with pytest.raises(CheckpointError, match=re.escape("(4, 3), the file has (4, 5)")):
+        check_state_fits("m", expected, {"a": torch.zeros(2), "b": torch.zeros(4, 5)})
+    with pytest.raises(CheckpointError, match=re.escape("missing ['b'], unexpected ['c']")):
+        check_state_fits("m", expected, {"a": torch.zeros(2), "c": torch.zeros(1)})

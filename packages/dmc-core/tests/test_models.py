@@ -300,3 +300,17 @@ def test_invalid_model_entries_name_the_key(tmp_path: Path, entry: dict, key: st
     params.write_text(yaml.safe_dump({"base": {}, "pretrain": {"models": {"m": entry}}}))
     with pytest.raises(ConfigError, match=f"pretrain.{key}"):
         load_stage_config(PretrainConfig, "pretrain", params)
+
+
+def test_weights_of_the_wrong_shape_name_the_file_and_the_first_tensor(tmp_path: Path) -> None:
+    import yaml
+
+    from dmc_core.checkpoint import sidecar_path
+
+    model = build_model(make_spec("diffusion_policy"), toy_dataset())
+    path = save_model(tmp_path / "model.safetensors", model)
+    side = yaml.safe_load(sidecar_path(path).read_text())
+    side["config"]["spec"]["backbone"]["hidden"] = 24  # the weights are 16 wide
+    sidecar_path(path).write_text(yaml.safe_dump(side))
+    with pytest.raises(CheckpointError, match=rf"^{path}: weights do not fit the recorded spec: '"):
+        load_model(path)

@@ -73,8 +73,10 @@ def test_weights_that_do_not_fit_the_recorded_spec_are_refused(tmp_path: Path) -
     sidecar = yaml.safe_load(side.read_text())
     sidecar["config"]["spec"]["hidden"] = 16
     side.write_text(yaml.safe_dump(sidecar))
-    with pytest.raises(CheckpointError, match=re.escape(f"{path}: weights do not fit")):
+    fits = f"{path}: weights do not fit the recorded spec: '"
+    with pytest.raises(CheckpointError, match=re.escape(fits)) as refused:
         load_critic(path)
+    assert "the file has" in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_an_invalid_recorded_spec_names_the_file_and_key(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from dmc_align.spec import LoraSpec
-from dmc_core.checkpoint import load_checkpoint, save_checkpoint
+from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
 from dmc_core.config import to_plain
 from dmc_core.errors import CheckpointError
 from dmc_core.models import ControlModel
@@ -187,7 +187,8 @@ def load_adapters(directory: str | os.PathLike[str], model: ControlModel, spec: 
         False if `directory` holds no adapters (it is a foundation model's directory).
 
     Raises:
-        CheckpointError: the adapters were made with another LoRA spec, or do not fit.
+        CheckpointError: the adapters were made with another LoRA spec, or do not fit (the
+            first tensor of the wrong shape is named).
     """
     path = Path(directory) / ADAPTER_FILE
     if not path.exists():
@@ -199,6 +200,7 @@ def load_adapters(directory: str | os.PathLike[str], model: ControlModel, spec: 
             f"{path}: adapters made with LoRA {recorded}, this run's is {to_plain(spec)}; "
             "re-run the recipe from its first pass"
         )
+    check_state_fits(path, adapter_state(model), checkpoint.tensors, "the model's adapters")
     load_adapter_state(model, checkpoint.tensors)
     return True
 

@@ -3,6 +3,8 @@
 `save_checkpoint("model.safetensors", tensors, config)` writes `model.safetensors` and
 `model.yaml`. The sidecar records the SHA-256 of the weights file, so a sidecar left from an older
 checkpoint (a run killed between the two atomic writes) is detected instead of silently paired.
+Weights are finite both ways: a diverged run cannot be saved, and a checkpoint holding NaN or inf
+(written by other code) is refused when loaded, so no stage starts from one.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from dmc_core.atomic import atomic_path, atomic_write_text
-from dmc_core.errors import CheckpointError
+from dmc_core.errors import CheckpointError, NonFiniteCheckpointError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
+    "check_state_fits",
     "file_sha256",
     "load_checkpoint",
     "save_checkpoint",
@@ -58,11 +61,15 @@ def save_checkpoint(
 
     Tensors are detached, moved to CPU and made contiguous; tensors sharing storage (tied
     weights) are cloned, since safetensors stores each name separately.
+
+    Raises:
+        NonFiniteCheckpointError: a tensor holds NaN or inf (nothing is written).
     """
     weights = Path(path)
     if weights.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors, got {weights}")
     plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    _refuse_non_finite(plain, f"{weights}: refusing to write non-finite weights")
     with atomic_path(weights) as tmp:
         save_file(plain, str(tmp))
     sidecar = {
@@ -88,7 +95,52 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu") -> Checkp
         tensors = load_file(str(weights), device=device)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from None
+    _refuse_non_finite(tensors, f"{weights}: non-finite weights")
     return Checkpoint(tensors=tensors, config=sidecar["config"], metadata=sidecar["metadata"])
+
+
+def check_state_fits(
+    path: str | os.PathLike[str],
+    expected: Mapping[str, torch.Tensor],
+    found: Mapping[str, torch.Tensor],
+    what: str = "the recorded spec",
+) -> None:
+    """Raise `CheckpointError` unless `found` has exactly the names and shapes of `expected`.
+
+    Checked before `load_state_dict`, whose size-mismatch error is a multi-line traceback that
+    names neither the file nor which tensor came first.
+
+    Args:
+        path: the checkpoint, named in the message.
+        expected: the state dict of the module rebuilt from the sidecar.
+        found: the checkpoint's tensors.
+        what: what the module was rebuilt from, for the message.
+    """
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit {what} "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for name, tensor in expected.items():
+        if found[name].shape != tensor.shape:
+            raise CheckpointError(
+                f"{path}: weights do not fit {what}: '{name}' should have shape "
+                f"{tuple(tensor.shape)}, the file has {tuple(found[name].shape)}"
+            )
+
+
+def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], problem: str) -> None:
+    """Raise `NonFiniteCheckpointError` naming the first tensor with NaN or inf entries."""
+    for name, tensor in tensors.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue  # integer and bool tensors are always finite
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            raise NonFiniteCheckpointError(
+                f"{problem}: '{name}' has {bad} of {tensor.numel()} entries NaN or inf"
+            )
 
 
 def _read_sidecar(weights: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigError", "DatasetError", "DmcError"]
+__all__ = ["CheckpointError", "ConfigError", "DatasetError", "DivergenceError", "DmcError"]
 
 
 class DmcError(Exception):
@@ -24,3 +24,15 @@ class DatasetError(DmcError):
 
 class CheckpointError(DmcError):
     """A checkpoint is missing, not safetensors, or does not match its config sidecar."""
+
+
+class DivergenceError(DmcError):
+    """Training went non-finite (loss, gradient or weights): the stage stops and saves nothing.
+
+    Not an input file's fault, but a settings one (a learning rate too large, a reward scale):
+    like the others it is reported in one line, naming the stage, the step and what diverged.
+    """
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """Weights to be saved or loaded hold NaN or inf: the run that made them diverged."""

@@ -21,6 +21,7 @@ __all__ = [
     "RecordingDenoiser",
     "assert_inpainted",
     "check_entry_point",
+    "poison_checkpoint",
     "run_module",
     "torch_threads",
     "toy_dataset",
@@ -122,3 +123,22 @@ def assert_inpainted(
     for step in result.steps[densities]:
         elementwise = torch.distributions.Normal(step.mean, step.std).log_prob(step.z_prev)
         assert torch.allclose(step.log_prob, (elementwise * ~mask).sum(1))
+
+
+def poison_checkpoint(path: str | Path, entries: int = 1) -> str:
+    """Set `entries` values of a checkpoint's first floating tensor to NaN, as a diverged run
+    written by other code would leave it (`save_checkpoint` refuses to), and re-pair the sidecar's
+    SHA-256 so that only the NaN is wrong. Returns the poisoned tensor's name."""
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from dmc_core.checkpoint import file_sha256, sidecar_path
+
+    tensors = load_file(str(path))
+    name = next(n for n, t in tensors.items() if t.is_floating_point() and t.numel() >= entries)
+    tensors[name].view(-1)[:entries] = float("nan")
+    save_file(tensors, str(path))
+    sidecar = yaml.safe_load(sidecar_path(path).read_text(encoding="utf-8"))
+    sidecar["sha256"] = file_sha256(path)
+    sidecar_path(path).write_text(yaml.safe_dump(sidecar, sort_keys=False), encoding="utf-8")
+    return name

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dmc_core.checkpoint import load_checkpoint, save_checkpoint
+from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
 from dmc_core.errors import CheckpointError
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_critic.iql import IQLCritic
@@ -50,14 +50,6 @@ def load_critic(path: str | os.PathLike[str], device: str = "cpu") -> IQLCritic:
         raise CheckpointError(f"{path}: critic sidecar lacks obs_dim, act_dim or spec") from None
     spec = critic_spec_from_dict(spec_values, str(path))
     critic = IQLCritic(spec, RangeNormalizer.empty(obs_dim), RangeNormalizer.empty(act_dim))
-    try:
-        missing, unexpected = critic.load_state_dict(checkpoint.tensors, strict=False)
-    except RuntimeError as err:  # a tensor of the wrong shape
-        first = str(err).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"{path}: weights do not fit the recorded spec ({first})") from None
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit the recorded spec "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    check_state_fits(path, critic.state_dict(), checkpoint.tensors)
+    critic.load_state_dict(checkpoint.tensors)
     return critic.to(device).eval()

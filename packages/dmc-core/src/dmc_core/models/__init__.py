@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dmc_core.checkpoint import load_checkpoint, save_checkpoint
+from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import CheckpointError
 from dmc_core.models.base import Conditioning, ControlModel
@@ -91,10 +91,6 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> ControlMode
         RangeNormalizer.empty(int(config["obs_dim"])),
         RangeNormalizer.empty(int(config["act_dim"])),
     )
-    missing, unexpected = model.load_state_dict(checkpoint.tensors, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit the recorded spec "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    check_state_fits(path, model.state_dict(), checkpoint.tensors)
+    model.load_state_dict(checkpoint.tensors)
     return model.to(device)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dmc_core.checkpoint import load_checkpoint, save_checkpoint
+from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
 from dmc_core.diffusion import SampleResult
 from dmc_core.errors import CheckpointError
 from dmc_core.models.base import Conditioning, ControlModel
@@ -276,12 +276,8 @@ def load_cascade(path: str | os.PathLike[str], device: str = "cpu") -> CascadeMo
     source = None if config.get("source") is None else rebuild_model(config["source"], str(path))
     cascade = CascadeModel(refiner, int(config["hidden"]))
     cascade.source = source  # the normalisers are checked once the weights are in
-    missing, unexpected = cascade.load_state_dict(checkpoint.tensors, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not fit the recorded cascade "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    check_state_fits(path, cascade.state_dict(), checkpoint.tensors, "the recorded cascade")
+    cascade.load_state_dict(checkpoint.tensors)
     if source is not None:
         source.eval().requires_grad_(False)
     return cascade.to(device).eval()
