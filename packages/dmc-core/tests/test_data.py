@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,3 +113,48 @@ def test_writer_refuses_an_invalid_dataset_and_writes_nothing(tmp_path: Path) ->
     with pytest.raises(DatasetError, match="non-finite"):
         write_dataset(tmp_path / "d.hdf5", bad)
     assert not any(tmp_path.iterdir())
+
+
+def bounded(tmp_path: Path, actions: np.ndarray | None = None, **bounds: Any) -> Path:
+    """A toy dataset file recording action bounds (default [-1, 1]), its actions replaced."""
+    data = toy_dataset()
+    attrs = {**data.attrs, "action_low": [-1.0], "action_high": [1.0], **bounds}
+    path = write_dataset(tmp_path / "d.hdf5", dataclasses.replace(data, attrs=attrs))
+    if actions is not None:
+        edit(path, "actions", actions)
+    return path
+
+
+def test_actions_outside_the_recorded_action_space_are_named(tmp_path: Path) -> None:
+    actions = toy_dataset().actions.copy()
+    actions[[4, 9]] = 50.0
+    path = bounded(tmp_path, actions)
+    expected = (
+        f"{path}: 'actions' lie outside the recorded action space [[-1.0], [1.0]] (attributes "
+        "['action_low', 'action_high']) in 2 row(s), the first row 4: [50.0]"
+    )
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        read_dataset(path)
+    with pytest.raises(DatasetError, match="outside the recorded action space"):
+        read_dataset(path, require_attrs=False)  # bounds recorded: checked all the same
+
+
+def test_files_without_bounds_stay_readable_and_bad_bounds_are_named(tmp_path: Path) -> None:
+    actions = toy_dataset().actions * 50.0
+    path = write_dataset(tmp_path / "d.hdf5", toy_dataset())
+    edit(path, "actions", actions)
+    assert np.array_equal(read_dataset(path).actions, actions)
+    with pytest.raises(DatasetError, match=r"attribute 'action_high' must be 1 finite number"):
+        read_dataset(bounded(tmp_path, action_high=[1.0, 2.0]))
+
+
+def test_a_malformed_json_attribute_is_named(tmp_path: Path) -> None:
+    path = bounded(tmp_path)
+    with h5py.File(path, "a") as handle:
+        handle.attrs["action_low"] = "[-1.0,"
+    with pytest.raises(DatasetError, match=rf"^{path}: attribute 'action_low' is not valid JSON"):
+        read_dataset(path)
+    with h5py.File(path, "a") as handle:
+        handle.attrs["_json_attrs"] = "{oops"
+    with pytest.raises(DatasetError, match=r"attribute '_json_attrs' is not valid JSON"):
+        read_dataset(path)

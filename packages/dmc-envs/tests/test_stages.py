@@ -52,6 +52,7 @@ def test_stage_writes_dataset_config_stats_and_picture(tmp_path: Path) -> None:
     assert (data.num_episodes, len(data)) == (20, 120)
     assert data.observations[::6, 0].max() <= 0.0  # starts in [start_low, start_high]
     assert data.attrs["dataset_kind"] == "tiny" and data.attrs["seed"] == 5
+    assert (data.attrs["action_low"], data.attrs["action_high"]) == ([-1.0], [1.0])
     task = Nav1DTask.from_params(**data.attrs["env_kwargs"])
     assert task.horizon == 6
     policy = policy_from_dict(data.attrs["behavior_policy_spec"], task)

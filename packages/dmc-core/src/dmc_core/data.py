@@ -10,8 +10,10 @@ A dataset file holds six arrays with one row per transition, episodes stored one
     next_observations  (N, obs_dim)  float
 
 and root attributes saying where it came from (`env_id`, `env_kwargs`, `dataset_kind`,
-`behavior_policy`, `seed`, ...). `read_dataset` checks shapes, dtypes, finite values and episode
-boundaries and names the file and the first problem it finds.
+`behavior_policy`, `seed`, ...). A file may record its task's action space as `action_low` and
+`action_high` (one bound per action dimension); `make_dataset` does, a D4RL file from elsewhere
+need not. `read_dataset` checks shapes, dtypes, finite values, episode boundaries and, where
+recorded, the action bounds, and names the file and the first problem it finds.
 
 References:
     Fu et al., "D4RL: Datasets for Deep Data-Driven Reinforcement Learning", 2020 (the layout).
@@ -33,6 +35,7 @@ from dmc_core.atomic import atomic_path
 from dmc_core.errors import DatasetError
 
 __all__ = [
+    "ACTION_BOUNDS_ATTRS",
     "ARRAY_KEYS",
     "REQUIRED_ATTRS",
     "TransitionDataset",
@@ -45,6 +48,7 @@ REQUIRED_ATTRS = ("env_id", "dataset_kind", "behavior_policy", "seed")
 _MATRIX_KEYS = ("observations", "actions", "next_observations")
 _FLAG_KEYS = ("terminals", "timeouts")
 _JSON_ATTRS = "_json_attrs"  # names of attributes stored as JSON text (dicts and lists)
+ACTION_BOUNDS_ATTRS = ("action_low", "action_high")
 
 
 @dataclass(frozen=True)
@@ -120,7 +124,7 @@ def read_dataset(path: str | os.PathLike[str], require_attrs: bool = True) -> Tr
     try:
         with h5py.File(source, "r") as handle:
             arrays = {key: _read_array(handle, key, source) for key in ARRAY_KEYS}
-            attrs = _read_attrs(handle)
+            attrs = _read_attrs(handle, source)
     except OSError as err:
         raise DatasetError(f"{source}: not a readable HDF5 file ({err})") from None
     dataset = TransitionDataset(**arrays, attrs=attrs)
@@ -141,6 +145,7 @@ def _first_problem(arrays: dict[str, np.ndarray], attrs: dict[str, Any], need_at
         or _dtype_problem(arrays)
         or _finite_problem(arrays)
         or _episode_problem(arrays)
+        or _action_bounds_problem(arrays["actions"], attrs)
         or (_attrs_problem(attrs) if need_attrs else "")
     )
 
@@ -198,6 +203,42 @@ def _episode_problem(arrays: dict[str, np.ndarray]) -> str:
     return ""
 
 
+def _action_bounds_problem(actions: np.ndarray, attrs: dict[str, Any]) -> str:
+    """Actions outside the bounds the file records (files that record none are not checked)."""
+    recorded = [name for name in ACTION_BOUNDS_ATTRS if name in attrs]
+    if not recorded:
+        return ""
+    if len(recorded) == 1:
+        return f"attribute '{recorded[0]}' is recorded without its partner {ACTION_BOUNDS_ATTRS}"
+    width = actions.shape[1]
+    bounds = {name: _bound(attrs[name], width) for name in ACTION_BOUNDS_ATTRS}
+    for name, bound in bounds.items():
+        if bound is None:
+            return (
+                f"attribute '{name}' must be {width} finite number(s), one per action dimension, "
+                f"found {attrs[name]!r}"
+            )
+    low, high = (bound for bound in bounds.values() if bound is not None)
+    outside = ((actions < low) | (actions > high)).any(axis=1)
+    if not outside.any():
+        return ""
+    row = int(np.argmax(outside))
+    return (
+        f"'actions' lie outside the recorded action space [{low.tolist()}, {high.tolist()}] "
+        f"(attributes {list(ACTION_BOUNDS_ATTRS)}) in {int(outside.sum())} row(s), the first "
+        f"row {row}: {actions[row].tolist()}"
+    )
+
+
+def _bound(value: Any, width: int) -> np.ndarray | None:
+    """A recorded bound as `width` finite floats, or None if it is not that."""
+    try:
+        bound = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return bound if bound.shape == (width,) and np.isfinite(bound).all() else None
+
+
 def _attrs_problem(attrs: dict[str, Any]) -> str:
     missing = [name for name in REQUIRED_ATTRS if name not in attrs]
     return f"missing provenance attribute(s) {missing}" if missing else ""
@@ -214,13 +255,21 @@ def _write_attrs(handle: h5py.File, attrs: Mapping[str, Any]) -> None:
     handle.attrs[_JSON_ATTRS] = json.dumps(json_names)
 
 
-def _read_attrs(handle: h5py.File) -> dict[str, Any]:
-    json_names = set(json.loads(handle.attrs.get(_JSON_ATTRS, "[]")))
+def _read_attrs(handle: h5py.File, source: Path) -> dict[str, Any]:
+    json_names = set(_json_attr(handle.attrs.get(_JSON_ATTRS, "[]"), _JSON_ATTRS, source))
     attrs: dict[str, Any] = {}
     for name, value in handle.attrs.items():
         if name == _JSON_ATTRS:
             continue
         if isinstance(value, np.generic):
             value = value.item()
-        attrs[name] = json.loads(value) if name in json_names else value
+        attrs[name] = _json_attr(value, name, source) if name in json_names else value
     return attrs
+
+
+def _json_attr(text: Any, name: str, source: Path) -> Any:
+    """Decode an attribute stored as JSON text, or raise `DatasetError` naming it."""
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError) as err:
+        raise DatasetError(f"{source}: attribute '{name}' is not valid JSON ({err})") from None

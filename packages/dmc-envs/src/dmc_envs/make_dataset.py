@@ -27,6 +27,7 @@ from dmc_envs.config import DatasetSpec, MakeDatasetConfig
 from dmc_envs.nav1d import (
     ENV_ID,
     BehaviourPolicy,
+    Nav1DEnv,
     Nav1DSolution,
     Nav1DTask,
     NoisyOptimalPolicy,
@@ -94,6 +95,9 @@ def _behaviour(spec: DatasetSpec, solution: Nav1DSolution) -> BehaviourPolicy:
 def _provenance(
     name: str, spec: DatasetSpec, task: Nav1DTask, behaviour: BehaviourPolicy
 ) -> dict[str, Any]:
+    # The env's action space, recorded so that dmc-core's reader (which knows no task) can
+    # refuse actions outside it.
+    space = Nav1DEnv(**task.params).action_space
     return {
         "env_id": ENV_ID,
         "env_kwargs": dict(task.params),
@@ -105,6 +109,8 @@ def _provenance(
         "start_low": spec.start_low,
         "start_high": spec.start_high,
         "collected_by": "dmc_envs make_dataset",
+        "action_low": [float(bound) for bound in space.low],
+        "action_high": [float(bound) for bound in space.high],
     }
 
 
