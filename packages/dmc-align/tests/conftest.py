@@ -12,8 +12,9 @@ import torch
 from dmc_align.lora import attach_lora
 from dmc_align.spec import LoraSpec
 from dmc_core.data import TransitionDataset
-from dmc_core.models import ControlModel, ModelSpec, build_model
+from dmc_core.models import ControlModel, ModelSpec, WindowSampler, build_model
 from dmc_core.models.spec import FormulationSpec
+from dmc_core.seeding import torch_generator
 from dmc_core.testing import torch_threads
 from dmc_critic import CriticSpec, IQLCritic, build_critic
 from dmc_envs.nav1d import Nav1DTask, UniformPolicy, rollout
@@ -103,3 +104,38 @@ def critic(dataset: TransitionDataset) -> IQLCritic:
     """An untrained small critic (its values are arbitrary but smooth in the action)."""
     torch.manual_seed(0)
     return build_critic(CriticSpec(hidden=16, layers=1), dataset).eval()
+
+
+def fitted_weights(
+    kind: str, dataset: TransitionDataset, steps: int = 1000
+) -> dict[str, torch.Tensor]:
+    """Weights of a tiny foundation of `kind` fitted for `steps` Adam steps to `dataset` (its
+    samples then look like the data's actions, not like an untrained network's outliers)."""
+    torch.manual_seed(0)
+    model = build_model(SPECS[kind], dataset)
+    windows = WindowSampler(dataset, model.horizon, model.history_len)
+    generator = torch_generator(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with torch_threads(1):
+        for _ in range(steps):
+            loss = model.training_loss(windows.sample(64, generator), generator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def fitted(dataset: TransitionDataset) -> Callable[[str], ControlModel]:
+    """fitted(kind): a fresh copy of a tiny "policy" or "bdm" foundation fitted to `dataset`
+    (fitted once per session), without adapters."""
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def build(kind: str) -> ControlModel:
+        if kind not in cache:
+            cache[kind] = fitted_weights(kind, dataset)
+        model = build_model(SPECS[kind], dataset)
+        model.load_state_dict(cache[kind])
+        return model
+
+    return build
