@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import re
 import shlex
 import tomllib
@@ -10,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dvc.repo import Repo
 from support import MODULES, PACKAGE_DIRS, ROOT, cli_stages
 
-from dmc_core.cli import build_parser
-from dmc_core.config import BASE_SECTION, load_stage_config
+from dmc_core.check_params import CHECKED, REFERENCES, broken_references
+from dmc_core.cli import build_parser, run_cli
+from dmc_core.config import BASE_SECTION, load_stage_config, read_params
 from dmc_core.profile import apply_profile
+from dmc_core.stages import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,7 @@ def test_every_profile_applies_validates_and_wires(profile: Path, tmp_path: Path
     apply_profile(params, profile)
     for verb, (_, stage) in cli_stages().items():
         load_stage_config(stage.schema, verb, params)
+    assert list(broken_references(read_params(params))) == []
     (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     Repo.init(str(tmp_path), no_scm=True)
     with Repo(str(tmp_path)) as repo:
@@ -89,13 +94,87 @@ def test_every_command_is_its_packages_verb_with_known_flags(dvc_stages: list[An
         build_parser(module, [stage]).parse_args(words[3:])
 
 
+def tracked_params(dvc_stage: Any) -> list[str]:
+    return [key for dep in dvc_stage.deps if hasattr(dep, "params") for key in dep.params]
+
+
 def test_every_stage_tracks_base_and_only_its_own_section(dvc_stages: list[Any]) -> None:
     for dvc_stage in dvc_stages:
         verb = verb_of(dvc_stage.name)
-        keys = [key for dep in dvc_stage.deps if hasattr(dep, "params") for key in dep.params]
+        if verb == "check_params":
+            continue  # it reads the other sections' entries: see the next test
+        keys = tracked_params(dvc_stage)
         assert BASE_SECTION in keys, dvc_stage.name
         for key in keys:
             assert key == BASE_SECTION or key.split(".")[0] == verb, (dvc_stage.name, key)
+
+
+def test_check_params_tracks_the_entries_references_name_and_every_stage_follows_it(
+    dvc_stages: list[Any],
+) -> None:
+    (check,) = [s for s in dvc_stages if s.name == "check_params"]
+    read = {r.entries for r in REFERENCES} | {t for r in REFERENCES for t in r.targets}
+    assert set(tracked_params(check)) == {BASE_SECTION, "check_params"} | read
+    (mark,) = [str(out.def_path) for out in check.outs]
+    for dvc_stage in dvc_stages:
+        if dvc_stage is not check:
+            assert mark in {str(dep.def_path) for dep in dvc_stage.deps}, dvc_stage.name
+
+
+def test_every_entry_name_dvc_yaml_turns_into_a_data_path_is_checked(root: Path) -> None:
+    """Each `${item.<field>}` in a `data/` dependency of a `foreach` stage is a reference that
+    `check_params` checks (otherwise a misspelt name reaches DVC as a missing file)."""
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    checked = {(r.entries, r.field) for r in REFERENCES}
+    for name, stage in pipeline["stages"].items():
+        if "foreach" not in stage:
+            continue
+        entries = stage["foreach"].removeprefix("${").removesuffix("}")
+        for dep in stage["do"]["deps"]:
+            if dep.startswith("data/"):
+                for field in re.findall(r"\$\{item\.(\w+)\}", dep):
+                    assert (entries, field) in checked, (name, dep)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("align.passes.policy_qvpg.after", "polcy_sft"),
+        ("align.passes.policy_sft.model", "polcy"),
+        ("align.passes.policy_sft.critic", "ful"),
+        ("align.passes.policy_sft.dataset", "fulll"),
+        ("pretrain.models.diffuser.dataset", "expret"),
+        ("fit_critic.critics.full.dataset", "everything"),
+        ("fit_cascade.cascades.diffuser_cascade.foundation", "difuser"),
+        ("evaluate.runs.policy.model", "policy_ppo"),
+    ],
+)
+def test_check_params_names_a_reference_that_names_nothing(
+    params: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str
+) -> None:
+    changed = copy.deepcopy(params)
+    *parents, leaf = key.split(".")
+    node = changed
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    out = tmp_path / "c.json"
+    assert run_check(path, out) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"dmc_core check_params: error: {path}: {key}: {value!r} names no entry")
+    assert not out.exists()
+
+
+def test_check_params_passes_the_default_params_with_constant_output(tmp_path: Path) -> None:
+    out = tmp_path / "c.json"
+    assert run_check(ROOT / "params.yaml", out) == 0
+    assert out.read_text() == CHECKED
+
+
+def run_check(params: Path, out: Path) -> int:
+    return run_cli("dmc_core", STAGES, ["check_params", "--out", str(out), "--params", str(params)])
 
 
 def declared_siblings(package_dir: Path) -> set[str]:

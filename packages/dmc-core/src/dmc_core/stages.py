@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dmc_core.check_params import CheckParamsConfig, check_params
 from dmc_core.cli import Arg, Stage
 from dmc_core.pretrain import PretrainConfig, pretrain
 
 __all__ = ["STAGES"]
 
 STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="check_params",
+        summary="Check that every name a params section uses for another's entry exists.",
+        schema=CheckParamsConfig,
+        args=(Arg("--out", "the check's mark (constant content): every stage depends on it"),),
+        run=check_params,
+    ),
     Stage(
         name="pretrain",
         summary="Train one foundation model (EMA, resumable snapshots, DDP under torchrun).",
