@@ -16,8 +16,9 @@ warm-up + cosine, EMA, resumable snapshots).
 Writes into `--out`:
     model.safetensors (+ .yaml)  the cascade with the refined model inside: evaluation rolls
                                  out `model -> cascade (-> cascade)` from this file alone
-    metrics.json                 pairs, reward gap, seconds of each phase, final loss
-    live/                        dvclive curves of the loss and the learning rate
+    metrics.json                 pairs, reward gap, final loss
+    live/                        learning curves of the loss and the learning rate
+    timing.json                  seconds drawing the pairs and training (ignored by DVC)
 """
 
 from __future__ import annotations
@@ -225,13 +226,13 @@ class CascadeTrainingRun(ResumableRun):
         """The learning rate in use."""
         return {"lr": self.optimizer.param_groups[0]["lr"]}
 
-    def save_state(self, step: int) -> None:
-        """Weights, EMA and optimiser state."""
-        self.snapshot.save(step, self.cascade.refiner, self.ema, self.optimizer)
+    def timing(self) -> dict[str, float]:
+        """The time spent drawing the pairs (before the training steps)."""
+        return {"pair_seconds": round(self.pair_seconds, 2)}
 
-    def restore_state(self) -> int:
-        """Continue from a snapshot of the same settings and dataset, if there is one."""
-        return self.snapshot.restore(self.cascade.refiner, self.ema, self.optimizer)
+    def trained(self) -> tuple[torch.nn.Module, EMA | None, torch.optim.Optimizer]:
+        """What a snapshot holds."""
+        return self.cascade.refiner, self.ema, self.optimizer
 
     def finish(self, summary: dict[str, float]) -> Path:
         """Save the EMA cascade (with its source model) and the run's metrics."""
@@ -244,8 +245,6 @@ class CascadeTrainingRun(ResumableRun):
             "reward_cond": float(self.pairs.r_cond.mean()),
             "reward_r": float(self.pairs.r_r.mean()),
             "reward_gap": self.pairs.gap,
-            "pair_seconds": round(self.pair_seconds, 2),
-            "train_seconds": summary.get("seconds", 0.0),
             "final_loss": summary.get("final_loss", float("nan")),
             "steps": self.spec.train.steps,
             "parameters": self.parameters,
@@ -253,7 +252,6 @@ class CascadeTrainingRun(ResumableRun):
         path = self.out / "model.safetensors"
         save_cascade(path, self.cascade, {**record, "spec": to_plain(self.spec)})
         atomic_write_text(self.out / "metrics.json", json.dumps(record, indent=2) + "\n")
-        self.snapshot.clear()
         log.info(
             "%s: wrote %s (%d pairs, loss %.4f)",
             self.name,

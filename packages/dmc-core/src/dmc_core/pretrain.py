@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 2 -m dmc_core pretrain ...      (data-parallel, same flags)
 
 Writes `<out>/model.safetensors` (the EMA weights; its `model.yaml` sidecar rebuilds the model)
-and dvclive metrics under `<out>/live/`. Every `checkpoint_every` steps it leaves a resumable
+and learning curves under `<out>/live/`. Every `checkpoint_every` steps it leaves a resumable
 snapshot in `<out>/.resume/`: a run that is killed and started again continues from there, as
 long as its settings and dataset are unchanged.
 """
@@ -152,13 +152,9 @@ class TrainingRun(ResumableRun):
         """The learning rate in use."""
         return {"lr": self.optimizer.param_groups[0]["lr"]}
 
-    def save_state(self, step: int) -> None:
-        """Weights, EMA and optimiser state."""
-        self.snapshot.save(step, self.model, self.ema, self.optimizer)
-
-    def restore_state(self) -> int:
-        """Continue from a snapshot of the same settings and dataset, if there is one."""
-        return self.snapshot.restore(self.model, self.ema, self.optimizer)
+    def trained(self) -> tuple[torch.nn.Module, EMA | None, torch.optim.Optimizer]:
+        """What a snapshot holds."""
+        return self.model, self.ema, self.optimizer
 
     def finish(self, summary: dict[str, float]) -> Path:
         """Save the EMA weights as the model, with the run's summary in the sidecar."""
@@ -172,6 +168,5 @@ class TrainingRun(ResumableRun):
             **summary,
         }
         save_model(path, self.model, metadata)
-        self.snapshot.clear()
         log.info("%s: wrote %s (%d parameters)", self.name, path, self.parameters)
         return path

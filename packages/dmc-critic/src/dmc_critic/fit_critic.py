@@ -4,7 +4,7 @@
         --out data/critics/full
 
 Writes `<out>/critic.safetensors` with its `critic.yaml` sidecar (the checkpoint alone rebuilds
-the critic) and dvclive metrics under `<out>/live/`. Every `checkpoint_every` steps it leaves a
+the critic) and learning curves under `<out>/live/`. Every `checkpoint_every` steps it leaves a
 resumable snapshot in `<out>/.resume/`; a killed run started again continues from there, as long
 as its settings and dataset are unchanged. The summary records how well Q ranks the dataset's
 own returns-to-go (Spearman), a first sanity check of the fit.
@@ -23,7 +23,7 @@ import torch
 from dmc_core.checkpoint import file_sha256
 from dmc_core.config import BaseConfig, entry, knob
 from dmc_core.data import TransitionDataset, read_dataset
-from dmc_core.training import ResumableRun, World, choose_device
+from dmc_core.training import EMA, ResumableRun, World, choose_device
 from dmc_critic.batches import TransitionSampler
 from dmc_critic.checkpoints import save_critic
 from dmc_critic.fit import critic_optimizer, train_step
@@ -94,13 +94,9 @@ class CriticRun(ResumableRun):
         batch = self.sampler.sample(self.spec.train.batch_size, generators[0])
         return train_step(self.critic, self.optimizer, batch)
 
-    def save_state(self, step: int) -> None:
-        """The critic (targets included) and the optimiser state."""
-        self.snapshot.save(step, self.critic, None, self.optimizer)
-
-    def restore_state(self) -> int:
-        """Continue from a snapshot of the same settings and dataset, if there is one."""
-        return self.snapshot.restore(self.critic, None, self.optimizer)
+    def trained(self) -> tuple[torch.nn.Module, EMA | None, torch.optim.Optimizer]:
+        """What a snapshot holds."""
+        return self.critic, None, self.optimizer
 
     def finish(self, summary: dict[str, float]) -> Path:
         """Save the critic with the run's summary and the in-sample ranking check."""
@@ -116,7 +112,6 @@ class CriticRun(ResumableRun):
             **summary,
         }
         save_critic(path, self.critic, metadata)
-        self.snapshot.clear()
         log.info(
             "%s: wrote %s (%d parameters; Spearman of Q with returns-to-go %.3f)",
             self.name,

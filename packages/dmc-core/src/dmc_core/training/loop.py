@@ -2,13 +2,27 @@
 
 A `ResumableRun` owns the loop: snapshots every `checkpoint_every` steps, bit-exact resume,
 random generators re-seeded from (seed, rank, step) at every snapshot boundary, a progress bar
-and dvclive metrics. A subclass says what one step is (`step`), what a snapshot holds
-(`save_state` / `restore_state`) and what the finished run writes (`finish`).
+and learning curves (`<out>/live/`, see `dmc_core.training.curves`). A subclass says what one
+step is (`step`), what it trains (`trained`: the module, its EMA, its optimiser) and what the
+finished run writes (`finish`).
+
+A snapshot also carries the curves logged so far, the last `log_every` values of every metric
+and the time spent, so a run resumed after a kill (from the CLI, or by `dvc repro -f`, which
+deletes `live/` first) ends with the same curves as an uninterrupted run, each step logged once,
+and times the whole run. The time goes to `<out>/timing.json`, which DVC ignores (`.dvcignore`):
+no stage depends on a wall-clock figure, so a byte-identical retrain re-runs nothing after it.
+
+Every step is checked: a non-finite loss, gradient or weight stops the run at once with one
+line naming the stage, the run, the step and what went non-finite (`DivergenceError`); no
+snapshot and no artefact is written from non-finite weights.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,18 +30,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from dmc_core.atomic import atomic_write_text
 from dmc_core.config import to_plain
 from dmc_core.data import TransitionDataset
+from dmc_core.errors import DivergenceError
 from dmc_core.seeding import torch_generator
+from dmc_core.training.curves import Curves
 from dmc_core.training.distributed import World
+from dmc_core.training.ema import EMA
 from dmc_core.training.resume import Snapshot, fingerprint
 
-__all__ = ["LoopSchedule", "ResumableRun"]
+__all__ = ["LoopSchedule", "ResumableRun", "check_finite"]
 
 log = logging.getLogger(__name__)
 
 Generators = tuple[torch.Generator, torch.Generator]
+TIMING_FILE = "timing.json"
 
 
 class LoopSchedule(Protocol):
@@ -44,8 +64,9 @@ class LoopSchedule(Protocol):
 class ResumableRun:
     """Base of the training runs: the loop, its snapshots and its metrics (see module doc).
 
-    Subclasses set `name`, `stage`, `out`, `world`, `seed` and `schedule` and implement the
-    four hooks. Generators: the first draws data (CPU), the second draws noise (run's device).
+    Subclasses set `name`, `stage`, `out`, `world`, `seed`, `schedule` and `snapshot` and
+    implement the hooks. Generators: the first draws data (CPU), the second draws noise (run's
+    device).
     """
 
     name: str
@@ -54,6 +75,7 @@ class ResumableRun:
     world: World
     seed: int
     schedule: LoopSchedule
+    snapshot: Snapshot
 
     # Hooks ------------------------------------------------------------------------------
 
@@ -70,12 +92,12 @@ class ResumableRun:
         """Values logged as they are at each log point (e.g. the learning rate)."""
         return {}
 
-    def save_state(self, step: int) -> None:
-        """Write the resumable state after `step` steps (main process only)."""
-        raise NotImplementedError
+    def timing(self) -> dict[str, float]:
+        """Other wall-clock figures of the run for `timing.json` (e.g. a preparation phase)."""
+        return {}
 
-    def restore_state(self) -> int:
-        """Load a matching snapshot and return its step (0: start afresh)."""
+    def trained(self) -> tuple[nn.Module, EMA | None, torch.optim.Optimizer]:
+        """What a snapshot holds: the trained module, its EMA (or None) and its optimiser."""
         raise NotImplementedError
 
     def finish(self, summary: dict[str, float]) -> Path:
@@ -88,23 +110,31 @@ class ResumableRun:
         """Train to `schedule.steps` (or stop early after `stop_after` steps, leaving a
         snapshot). Returns the final artefact, or None when stopped early."""
         start = self.restore_state()
+        record = self.snapshot.record() if start else {}
         if start and self.world.is_main:
             log.info("%s: resuming from the snapshot at step %d", self.name, start)
         total, every = self.schedule.steps, self.schedule.checkpoint_every
         end = total if stop_after is None else min(total, stop_after)
-        with _progress(self, start) as progress:
+        with _progress(self, start, record) as progress:
+            generators = self.generators(start)
+            if start % every:  # a stop off the re-seeding boundaries: continue its streams
+                generators = _restored_generators(record, self.world) or generators
             for step in range(start, end):
-                if step == start or step % every == 0:
+                if step != start and step % every == 0:
                     generators = self.generators(step)
-                progress.record(step, self.step(step, generators))
+                values = self.step(step, generators)
+                self._check(step + 1, values)
+                progress.record(step, values)
                 if (step + 1) % every == 0 and step + 1 < total:
-                    self._snapshot(step + 1)
-        if end < total:
-            self._snapshot(end)
-            return None
-        path = self.out
-        if self.world.is_main:
-            path = self.finish(progress.summary)
+                    self._snapshot(step + 1, progress, generators)
+            if end < total:
+                self._snapshot(end, progress, generators)
+                return None
+            path = self.out
+            if self.world.is_main:
+                path = self.finish(progress.summary())
+                progress.finish()
+                self.snapshot.clear()
         self.world.barrier()
         return path
 
@@ -121,33 +151,91 @@ class ResumableRun:
         data = digest or fingerprint(len(dataset), dataset.attrs)
         return Snapshot(self.out / ".resume", fingerprint(to_plain(spec), self.seed, data))
 
-    def _snapshot(self, step: int) -> None:
+    def restore_state(self) -> int:
+        """Load a matching snapshot and return its step (0: start afresh)."""
+        return self.snapshot.restore(*self.trained())
+
+    def _check(self, step: int, values: dict[str, float]) -> None:
+        """Stop on a non-finite weight (naming the gradient if it was the cause) or loss.
+
+        The weights are checked first: under DDP they are equal on every rank, so every rank
+        stops at the same step instead of one waiting for the others' gradients."""
+        module, _, _ = self.trained()
+        check_finite(f"{self.stage} {self.name}", step, module)
+        loss = values.get("loss", 0.0)
+        if not math.isfinite(loss):
+            raise DivergenceError(
+                f"{self.stage} {self.name}: step {step}: the loss is {loss}; nothing was saved "
+                "(a smaller learning rate usually helps)"
+            )
+
+    def _snapshot(self, step: int, progress: _Progress, generators: Generators) -> None:
+        # The generators' states travel too: a snapshot off a re-seeding boundary (a stop
+        # requested with `stop_after`) still resumes the exact random streams.
         if self.world.is_main:
-            self.save_state(step)
+            record = progress.state() | {"generators": [_encode(g) for g in generators]}
+            self.snapshot.save(step, *self.trained(), record=record)
         self.world.barrier()
 
 
-class _Progress:
-    """Running metrics, progress bar and dvclive logging (main process only)."""
+def _encode(generator: torch.Generator) -> str:
+    return base64.b64encode(generator.get_state().numpy().tobytes()).decode("ascii")
 
-    def __init__(self, run: ResumableRun, start: int) -> None:
+
+def _restored_generators(record: dict[str, Any], world: World) -> Generators | None:
+    """The generators as a snapshot left them (main process's record; DDP ranks re-seed)."""
+    states = record.get("generators")
+    if not states or world.size > 1:
+        return None
+    devices = (torch.device("cpu"), world.device)
+    restored = []
+    for state, device in zip(states, devices, strict=True):
+        generator = torch.Generator(device=device)
+        raw = bytearray(base64.b64decode(state))
+        generator.set_state(torch.frombuffer(raw, dtype=torch.uint8).clone())
+        restored.append(generator)
+    return restored[0], restored[1]
+
+
+def check_finite(where: str, step: int, module: nn.Module) -> None:
+    """Raise `DivergenceError` if a parameter of `module` is NaN or infinite after `step`.
+
+    The message names the first such parameter and whether its gradient (still held after the
+    optimiser step) was non-finite too: then the gradient is what diverged."""
+    parameters = list(module.named_parameters())
+    if not parameters or bool(torch.stack([p.isfinite().all() for _, p in parameters]).all()):
+        return  # one synchronisation per step, not one per tensor
+    name, parameter = next((n, p) for n, p in parameters if not bool(p.isfinite().all()))
+    grad = parameter.grad
+    cause = "gradient" if grad is not None and not bool(grad.isfinite().all()) else "weights"
+    bad = int((~parameter.isfinite()).sum())
+    raise DivergenceError(
+        f"{where}: step {step}: non-finite {cause} ({bad} of {parameter.numel()} entries of "
+        f"{name} are NaN or inf); nothing was saved (a smaller learning rate usually helps)"
+    )
+
+
+class _Progress:
+    """Running metrics, progress bar, learning curves and time (main process only)."""
+
+    def __init__(self, run: ResumableRun, start: int, record: dict[str, Any]) -> None:
         self.run, self.start = run, start
         self.every = run.schedule.log_every
-        self.history: dict[str, list[float]] = {}
-        self.done = 0
+        # The last `log_every` values of every metric, so the first window after a resume
+        # averages the same values as the uninterrupted run's.
+        self.history: dict[str, list[float]] = {
+            k: list(v) for k, v in record.get("tail", {}).items()
+        }
+        self.done = int(record.get("steps_done", 0))
+        self.seconds_before = float(record.get("seconds", 0.0))
+        self.resumed_at = [*record.get("resumed_at", []), *([start] if start else [])]
         self.began = time.perf_counter()
-        self.summary: dict[str, float] = {}
-        self.live = None
+        self.curves = None
         self.bar = None
         if run.world.is_main:
-            from dvclive import Live
             from tqdm.auto import tqdm
 
-            self.live = Live(
-                str(run.out / "live"), resume=start > 0, dvcyaml=False, save_dvc_exp=False
-            )
-            self.live.step = start
-            self.live.log_param("parameters", run.parameters)
+            self.curves = Curves(run.out / "live", record.get("curves"))
             self.bar = tqdm(
                 total=run.schedule.steps,
                 initial=start,
@@ -158,40 +246,65 @@ class _Progress:
     def record(self, step: int, values: dict[str, float]) -> None:
         self.done += 1
         for key, value in values.items():
-            self.history.setdefault(key, []).append(value)
+            window = self.history.setdefault(key, [])
+            window.append(value)
+            del window[: -self.every]
         if self.bar is not None:
             self.bar.update(1)
-        if (step + 1) % self.every or self.live is None:
+        if (step + 1) % self.every or self.curves is None:
             return
-        self.live.step = step + 1
         windows = self._windows()
-        for key, value in (windows | self.run.gauges()).items():
-            self.live.log_metric(f"train/{key}", value)
+        logged = windows | self.run.gauges()
+        self.curves.log(step + 1, {f"train/{k}": v for k, v in logged.items()})
         self.bar.set_postfix(loss=f"{windows.get('loss', float('nan')):.4f}")
 
     def _windows(self) -> dict[str, float]:
         """Mean of each metric over the last `log_every` steps."""
-        return {k: sum(v[-self.every :]) / len(v[-self.every :]) for k, v in self.history.items()}
+        return {k: sum(v) / len(v) for k, v in self.history.items() if v}
+
+    def seconds(self) -> float:
+        """Training time of the whole run so far, resumed parts included."""
+        return self.seconds_before + time.perf_counter() - self.began
+
+    def state(self) -> dict[str, Any]:
+        """What a snapshot keeps of the progress (JSON)."""
+        return {
+            "curves": self.curves.state() if self.curves is not None else {},
+            "tail": self.history,
+            "steps_done": self.done,
+            "seconds": self.seconds(),
+            "resumed_at": self.resumed_at,
+        }
+
+    def summary(self) -> dict[str, float]:
+        """The finished run's figures that belong with its artefact (no wall time)."""
+        return {"final_loss": self._windows().get("loss", float("nan"))}
+
+    def finish(self) -> None:
+        """The curves' final `metrics.json` (also for a run shorter than `log_every`) and
+        `<out>/timing.json`: the whole run's time and speed (no stage depends on it)."""
+        if self.curves is not None:
+            self.curves.write_summary()
+        seconds = self.seconds()
+        timing = {
+            "stage": self.run.stage,
+            "name": self.run.name,
+            "seconds": round(seconds, 2),
+            "steps": self.done,
+            "steps_per_second": round(self.done / seconds, 2) if seconds > 0 else 0.0,
+            "resumed_at": self.resumed_at,
+            **self.run.timing(),
+        }
+        atomic_write_text(self.run.out / TIMING_FILE, json.dumps(timing, indent=2) + "\n")
 
     def close(self) -> None:
-        elapsed = time.perf_counter() - self.began
-        self.summary = {
-            "final_loss": self._windows().get("loss", float("nan")),
-            "seconds": round(elapsed, 2),
-            "steps_per_second": round(self.done / elapsed, 2) if elapsed > 0 else 0.0,
-        }
         if self.bar is not None:
             self.bar.close()
-        if self.live is not None:
-            # dvclive already reports the last logged loss as train.loss.
-            self.live.summary.update({k: v for k, v in self.summary.items() if k != "final_loss"})
-            self.live.make_summary()
-            self.live.end()
 
 
 @contextmanager
-def _progress(run: ResumableRun, start: int) -> Iterator[_Progress]:
-    progress = _Progress(run, start)
+def _progress(run: ResumableRun, start: int, record: dict[str, Any]) -> Iterator[_Progress]:
+    progress = _Progress(run, start, record)
     try:
         yield progress
     finally:

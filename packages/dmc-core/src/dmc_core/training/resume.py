@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,15 @@ class Snapshot:
         return self.directory / _FILE
 
     def save(
-        self, step: int, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer
+        self,
+        step: int,
+        model: nn.Module,
+        ema: EMA | None,
+        optimizer: torch.optim.Optimizer,
+        record: Mapping[str, Any] | None = None,
     ) -> None:
-        """Write the state reached after `step` optimiser steps (one atomic file)."""
+        """Write the state reached after `step` optimiser steps (one atomic file); `record`
+        (JSON: learning curves, elapsed time, counters) travels in the same file's header."""
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
         tensors |= {f"ema/{k}": v for k, v in ema.shadow.items()} if ema is not None else {}
@@ -63,6 +70,7 @@ class Snapshot:
             "step": str(step),
             "ema_updates": str(ema.updates if ema is not None else 0),
             "fingerprint": self.fingerprint,
+            "record": json.dumps(dict(record or {})),
         }
         plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
         with atomic_path(self.path) as tmp:
@@ -70,18 +78,10 @@ class Snapshot:
 
     def restore(self, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer) -> int:
         """Load a matching snapshot into the objects and return its step (0: none to resume)."""
-        if not self.path.exists():
+        found = self._read()
+        if found is None:
             return 0
-        try:
-            with safe_open(str(self.path), framework="pt") as handle:
-                header = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        except (SafetensorError, OSError) as err:
-            log.warning("ignoring an unreadable training snapshot %s: %s", self.path, err)
-            return 0
-        if header.get("fingerprint") != self.fingerprint:
-            log.info("a training snapshot from other settings is in %s; starting afresh", self.path)
-            return 0
+        header, tensors = found
         model.load_state_dict(_prefixed(tensors, "model/"))
         if ema is not None:
             device = next(iter(ema.shadow.values())).device
@@ -89,6 +89,28 @@ class Snapshot:
             ema.updates = int(header["ema_updates"])
         _load_optimizer(optimizer, _prefixed(tensors, "optim/"))
         return int(header["step"])
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record saved with a matching snapshot ({} when there is none)."""
+        found = self._read(tensors=False)
+        return json.loads(found[0].get("record", "{}")) if found is not None else {}
+
+    def _read(self, tensors: bool = True) -> tuple[dict[str, str], dict[str, Tensor]] | None:
+        """The header and tensors of a readable snapshot with this fingerprint, else None."""
+        if not self.path.exists():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as handle:
+                header = handle.metadata() or {}
+                names = list(handle.keys()) if tensors else []
+                found = {name: handle.get_tensor(name) for name in names}
+        except (SafetensorError, OSError) as err:
+            log.warning("ignoring an unreadable training snapshot %s: %s", self.path, err)
+            return None
+        if header.get("fingerprint") != self.fingerprint:
+            log.info("a training snapshot from other settings is in %s; starting afresh", self.path)
+            return None
+        return header, found
 
     def clear(self) -> None:
         """Remove the snapshot (the run finished)."""
