@@ -8,13 +8,15 @@
 It loads the foundation (or a `fit_cascade` output: the pass then aligns the cascade, see
 `dmc_align.refinement`), attaches the recipe's LoRA adapters and, if `--init` is a previous
 pass's directory, that pass's adapters; runs the pass's method under the automatic schedule
-(`dmc_align.schedule`); and writes into `--out`:
+(`dmc_align.schedule`), snapshotting its state in `--out/.resume/` so that a killed pass
+continues where it was (`dmc_align.snapshots`); and writes into `--out`:
     model.safetensors (+ .yaml)    the model with the adapters merged: every stage loads it like
                                    a foundation, and the next pass's `--init` reads the adapters
     adapter.safetensors (+ .yaml)  the adapters alone, with their LoRA spec
     metrics.json                   the objective before and after, why it stopped, every event
                                    (convergence, rollbacks with their cause, critic updates)
-    live/                          dvclive curves of the objective, the loss, the learning rate
+    live/                          curves of the objective, the loss, the learning rate
+    timing.json                    the pass's time (ignored by DVC: no stage depends on it)
     critic.safetensors (+ .yaml)   the critic as the pass left it (changed by online fine-tuning)
 """
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 import zlib
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +36,7 @@ from dmc_align.conditions import ConditionPool
 from dmc_align.lora import attach_lora, load_adapters, merged_copy, save_adapters
 from dmc_align.methods import AlignContext, build_method
 from dmc_align.online import OnlineTuner
+from dmc_align.progress import PassProgress
 from dmc_align.refinement import ObservedReward, RefinedConditions, Refinement
 from dmc_align.rewards import (
     DynamicsConsistent,
@@ -44,16 +46,19 @@ from dmc_align.rewards import (
     RewardModel,
 )
 from dmc_align.schedule import PassOutcome, PassRunner
+from dmc_align.snapshots import PassSnapshot, Stateful
 from dmc_align.sources import check_learned_from
 from dmc_align.spec import METHOD_MODEL_KINDS, AlignConfig, PassSpec
 from dmc_core.atomic import atomic_write_text
+from dmc_core.checkpoint import file_sha256
 from dmc_core.config import entry, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
-from dmc_core.errors import ConfigError
+from dmc_core.errors import ConfigError, DivergenceError
 from dmc_core.models import ControlModel, WindowSampler, load_model, save_model
 from dmc_core.models.cascade import is_cascade_checkpoint, load_cascade, save_cascade
 from dmc_core.seeding import torch_generator
-from dmc_core.training import choose_device
+from dmc_core.training import Snapshot, choose_device, fingerprint
+from dmc_core.training.loop import TIMING_FILE
 from dmc_critic import IQLCritic, load_critic, save_critic
 from dmc_envs.evaluation.evaluate import Nav1DBench
 from dmc_envs.nav1d.task import Nav1DTask
@@ -80,14 +85,35 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
             f"{args.init} {'holds' if continued else 'holds no'} adapters"
         )
     out = Path(args.out)
-    began = time.perf_counter()
-    outcome = run_pass(args.name, spec, model, dataset, critic, config.base.seed, out)
-    seconds = time.perf_counter() - began
-    _write_outputs(out, args.name, spec, config, model, outcome, seconds)
+    resume = Snapshot(out / ".resume", _fingerprint(args, spec, config))
+    with PassProgress(args.name, spec, out) as progress:
+        seed = config.base.seed
+        outcome = run_pass(args.name, spec, model, dataset, critic, seed, progress, resume)
+    if outcome.stop_reason == "gave_up":
+        raise DivergenceError(
+            f"align {args.name}: gave up after {spec.collapse.max_rollbacks + 1} rollbacks "
+            f"(last: {_last_collapse(outcome)}); nothing was saved: see the log, then lower "
+            f"align.passes.{args.name}.lr or raise its collapse limits"
+        )
+    _write_outputs(out, args.name, spec, config, model, outcome)
     # The critic as the pass leaves it: fine-tuned with online data, else the one it was given.
     save_critic(
         out / "critic.safetensors", critic, {"pass": args.name, "online": spec.online.enabled}
     )
+    progress.write_timing(out / TIMING_FILE)
+    resume.clear()
+
+
+def _fingerprint(args: argparse.Namespace, spec: PassSpec, config: AlignConfig) -> str:
+    """What a pass's snapshot must match: its settings and the bytes of every input file."""
+    inputs = [args.foundation, args.dataset, args.critic, Path(args.init) / "adapter.safetensors"]
+    hashes = [file_sha256(path) if Path(path).is_file() else None for path in inputs]
+    return fingerprint(to_plain(spec), to_plain(config.lora), config.base.seed, hashes)
+
+
+def _last_collapse(outcome: PassOutcome) -> str:
+    collapses = [e for e in outcome.events if "action" in e]
+    return f"{collapses[-1]['kind']} at update {collapses[-1]['step']}" if collapses else "none"
 
 
 def load_aligned_model(path: str, device: str) -> ControlModel:
@@ -104,9 +130,14 @@ def run_pass(
     dataset: TransitionDataset,
     critic: IQLCritic,
     seed: int,
-    out: Path | None = None,
+    progress: PassProgress | None = None,
+    resume: Snapshot | None = None,
 ) -> PassOutcome:
     """Align `model` (adapters attached) by one pass; it ends on the best state it saw.
+
+    `progress` shows and logs it (default: a bar only); with `resume`, the pass snapshots its
+    state there every `spec.snapshot_every` updates and continues from a matching snapshot it
+    finds (`dmc_align.snapshots`).
 
     Raises:
         ConfigError: the pass's method cannot align this kind of model (EDA needs a BDM).
@@ -127,17 +158,22 @@ def run_pass(
         online = OnlineTuner(
             spec.online, model, critic, dataset, bench.task, bench.behaviour, conditions, seed
         )
-    with _Progress(name, spec, out) as progress:
-        runner = PassRunner(
-            context,
-            build_method(context),
-            conditions,
-            generator,
-            objective_seed=seed + OBJECTIVE_SEED_OFFSET,
-            on_round=lambda step: progress.advance() or (online is not None and online(step)),
-            on_measure=progress.measured,
-        )
-        outcome = runner.run()
+    if progress is None:
+        progress = PassProgress(name, spec, None)
+    parts: dict[str, Stateful] = {"progress": progress}
+    if online is not None:
+        parts["online"] = online
+    runner = PassRunner(
+        context,
+        build_method(context),
+        conditions,
+        generator,
+        objective_seed=seed + OBJECTIVE_SEED_OFFSET,
+        on_round=lambda step: progress.advance() or (online is not None and online(step)),
+        on_measure=progress.measured,
+    )
+    snapshots = None if resume is None else PassSnapshot(resume, spec.snapshot_every, parts)
+    outcome = runner.run(snapshots)
     log.info(
         "%s: objective %.4f -> %.4f (best at step %d of %d; %s; %d events)",
         name,
@@ -209,7 +245,6 @@ def _write_outputs(
     config: AlignConfig,
     model: ControlModel,
     outcome: PassOutcome,
-    seconds: float,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {
@@ -217,7 +252,6 @@ def _write_outputs(
         "method": spec.method,
         "foundation": spec.model,
         "after": spec.after,
-        "seconds": round(seconds, 2),
         "rollbacks": sum(1 for e in outcome.events if "action" in e),
         **{k: v for k, v in asdict(outcome).items() if k != "curve"},
     }
@@ -229,38 +263,3 @@ def _write_outputs(
     else:
         save_model(out / "model.safetensors", merged, metadata)
     atomic_write_text(out / "metrics.json", json.dumps(record, indent=2) + "\n")
-
-
-class _Progress:
-    """Progress bar over the pass's updates and dvclive curves of its measurements."""
-
-    def __init__(self, name: str, spec: PassSpec, out: Path | None) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=spec.max_steps, desc=f"align {name} ({spec.method})", unit="step")
-        self.live = None
-        if out is not None:
-            from dvclive import Live
-
-            self.live = Live(str(out / "live"), dvcyaml=False, save_dvc_exp=False)
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.close()
-        if self.live is not None:
-            self.live.end()
-
-    def advance(self) -> None:
-        """One update done."""
-        self.bar.update(1)
-
-    def measured(self, step: int, values: dict[str, float]) -> None:
-        """Show and log one measurement of the objective."""
-        self.bar.set_postfix(objective=f"{values['objective']:.3f}", lr=f"{values['lr']:.2g}")
-        if self.live is None:
-            return
-        self.live.step = step
-        for key, value in values.items():
-            self.live.log_metric(f"align/{key}", value)

@@ -37,6 +37,7 @@ class ConditionPool:
         order = torch.randperm(histories.shape[0], generator=generator)
         self.held_out = histories[order[:held_out]]
         self._train = histories[order[held_out:]]
+        self._drawn = len(self)  # from the data; the rest were added by `extend`
 
     @classmethod
     def from_dataset(
@@ -58,3 +59,7 @@ class ConditionPool:
     def extend(self, histories: Tensor) -> None:
         """Add visited histories (online fine-tuning) to the training pool."""
         self._train = torch.cat([self._train, histories.to(self._train.dtype)])
+
+    def added(self) -> Tensor:
+        """The histories `extend` added, in order (what a pass snapshot keeps of the pool)."""
+        return self._train[self._drawn :]

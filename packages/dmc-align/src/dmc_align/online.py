@@ -11,6 +11,8 @@ coverage the critic learns about the states the aligned model actually reaches.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +23,12 @@ from dmc_align.refinement import RefinedConditions, Refinement
 from dmc_align.spec import OnlineSpec
 from dmc_core.data import TransitionDataset
 from dmc_core.models import ControlModel, WindowSampler
+from dmc_core.training.resume import (
+    load_optimizer_tensors,
+    optimizer_tensors,
+    prefixed_tensors,
+    unprefixed,
+)
 from dmc_critic import IQLCritic, TransitionSampler
 from dmc_critic.fit import critic_optimizer, train_step
 from dmc_envs.evaluation.cascade import CascadeProposer
@@ -132,6 +140,28 @@ class OnlineTuner:
                 )
         finally:
             self.model.train()
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """What a pass snapshot keeps: the critic, its optimiser, the rolled-out transitions
+        and the conditions they added (a `dmc_align.snapshots.Stateful`)."""
+        tensors = prefixed_tensors("critic/", self.critic.state_dict())
+        tensors |= prefixed_tensors("optim/", optimizer_tensors(self.optimizer))
+        if self.buffer is not None:
+            arrays = self.buffer.arrays()
+            tensors |= {f"buffer/{k}": torch.from_numpy(v.copy()) for k, v in arrays.items()}
+        tensors["conditions"] = self.conditions.added()
+        return tensors, {"rounds": self.rounds, "returns": self.returns}
+
+    def load_state(self, tensors: Mapping[str, torch.Tensor], record: Mapping[str, Any]) -> None:
+        """Continue from `state` output."""
+        self.critic.load_state_dict(unprefixed(tensors, "critic/"))
+        load_optimizer_tensors(self.optimizer, unprefixed(tensors, "optim/"))
+        buffer = unprefixed(tensors, "buffer/")
+        self.buffer = (
+            TransitionDataset(**{k: v.numpy() for k, v in buffer.items()}) if buffer else None
+        )
+        self.conditions.extend(tensors["conditions"])
+        self.rounds, self.returns = int(record["rounds"]), list(record["returns"])
 
     def train_critic(self) -> None:
         """`critic_steps` IQL updates on offline + online rows in the configured mixture."""

@@ -201,6 +201,10 @@ class RefinedConditions:
         """Add visited histories (online fine-tuning) to the training pool."""
         self.pool.extend(histories)
 
+    def added(self) -> Tensor:
+        """The histories `extend` added, in order."""
+        return self.pool.added()
+
 
 class ObservedReward:
     """A reward model fed the histories of packed conditions (rewards read observations)."""

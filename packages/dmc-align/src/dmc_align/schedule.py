@@ -23,7 +23,7 @@ import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -33,10 +33,10 @@ from dmc_align.methods import AlignContext, CollapseError, Method
 from dmc_align.refinement import RefinedConditions
 from dmc_core.training import adam
 
-__all__ = ["PassOutcome", "PassRunner"]
+__all__ = ["LoopState", "PassOutcome", "PassRunner", "PassSnapshots"]
 
 log = logging.getLogger(__name__)
-_SPIKE_WINDOW = 20
+SPIKE_WINDOW = 20
 
 
 @dataclass
@@ -51,6 +51,39 @@ class PassOutcome:
     final_lr: float
     events: list[dict[str, Any]] = field(default_factory=list)
     curve: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class LoopState:
+    """Everything the pass loop carries from one update to the next (what a snapshot keeps)."""
+
+    best: float
+    reference: float
+    best_state: dict[str, torch.Tensor]
+    outcome: PassOutcome
+    optimizer: torch.optim.Optimizer
+    best_step: int = 0
+    step: int = 0  # the last finished update
+    stale: int = 0
+    rollbacks: int = 0
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=SPIKE_WINDOW))
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class PassSnapshots(Protocol):
+    """Where a pass keeps its snapshots (`dmc_align.snapshots.PassSnapshot`)."""
+
+    def due(self, step: int, updates_per_batch: int) -> bool:
+        """Whether to save after update `step`."""
+        ...
+
+    def save(self, runner: PassRunner, state: LoopState) -> None:
+        """Save the loop state."""
+        ...
+
+    def restore(self, runner: PassRunner) -> LoopState | None:
+        """The saved loop state (loaded into the runner's model), or None to start afresh."""
+        ...
 
 
 class PassRunner:
@@ -94,67 +127,96 @@ class PassRunner:
             z0 = model.sample(history, generator, record=False).x0
         return float(self.context.reward(model, z0, history).mean())
 
-    def run(self) -> PassOutcome:
-        """Train until converged, out of steps, or out of rollbacks; end on the best state."""
+    def run(self, snapshots: PassSnapshots | None = None) -> PassOutcome:
+        """Train until converged, out of steps, or out of rollbacks; end on the best state.
+
+        With `snapshots`, the whole loop state is saved every so often and a run started again
+        continues from the last one (`dmc_align.snapshots`)."""
+        state = snapshots.restore(self) if snapshots is not None else None
+        if state is None:
+            state = self._start()
         spec = self.spec
-        best = reference = initial = self.objective()
-        best_state, best_step = adapter_state(self.context.model), 0
-        outcome = PassOutcome(0, initial, initial, 0, "max_steps", self.lr)
-        optimizer = self._optimizer()
-        recent: deque[float] = deque(maxlen=_SPIKE_WINDOW)
-        stale = rollbacks = 0
-        metrics: dict[str, float] = {}
-        self._measured(outcome, 0, {"objective": initial, "lr": self.lr})
-        for step in range(1, spec.max_steps + 1):
-            try:
-                metrics = self._update(step, optimizer, recent, metrics)
-                if self.on_round is not None and self.on_round(step):
-                    best, best_state, best_step, stale = (
-                        self.objective(),
-                        adapter_state(self.context.model),
-                        step,
-                        0,
-                    )
-                    reference = best
-                    outcome.events.append({"step": step, "kind": "critic_updated", "best": best})
-                if step % spec.eval_every and step != spec.max_steps:
-                    continue
-                value = self.objective()
-                self._measured(outcome, step, {"objective": value, "lr": self.lr, **metrics})
-                self._check_objective(value, best)
-                if value > best:
-                    best, best_state, best_step = value, adapter_state(self.context.model), step
-                if value > reference + spec.min_delta * abs(reference):
-                    reference, stale = value, 0
-                    continue
-                stale += 1
-                if stale >= spec.patience:
-                    outcome.stop_reason = "converged"
-                    outcome.events.append({"step": step, "kind": "converged", "best": best})
-                    break
-            except CollapseError as collapse:
-                rollbacks += 1
-                self.lr *= spec.collapse.lr_decay
-                outcome.events.append(
-                    {
-                        "step": step,
-                        "kind": collapse.kind,
-                        "detail": collapse.detail,
-                        "action": f"rolled back to step {best_step}, lr {self.lr:.3g}",
-                    }
-                )
-                log.warning("step %d: %s; rolled back to step %d", step, collapse, best_step)
-                load_adapter_state(self.context.model, best_state)
-                optimizer, stale, metrics = self._optimizer(), 0, {}
-                recent.clear()
-                if rollbacks > spec.collapse.max_rollbacks:
-                    outcome.stop_reason = "gave_up"
-                    outcome.events.append({"step": step, "kind": "gave_up", "best": best})
-                    break
-        load_adapter_state(self.context.model, best_state)
-        outcome.steps, outcome.best_objective, outcome.best_step = step, best, best_step
-        outcome.final_lr = self.lr
+        for step in range(state.step + 1, spec.max_steps + 1):
+            stop = self._iterate(step, state)
+            state.step = step
+            if stop:
+                break
+            if snapshots is not None and snapshots.due(step, self.method.updates_per_batch):
+                snapshots.save(self, state)
+        load_adapter_state(self.context.model, state.best_state)
+        outcome = state.outcome
+        outcome.steps, outcome.best_objective = state.step, state.best
+        outcome.best_step, outcome.final_lr = state.best_step, self.lr
         return outcome
+
+    def _start(self) -> LoopState:
+        """The state before the first update: the foundation's (or previous pass's) objective."""
+        initial = self.objective()
+        state = LoopState(
+            best=initial,
+            reference=initial,
+            best_state=adapter_state(self.context.model),
+            outcome=PassOutcome(0, initial, initial, 0, "max_steps", self.lr),
+            optimizer=self._optimizer(),
+        )
+        self._measured(state.outcome, 0, {"objective": initial, "lr": self.lr})
+        return state
+
+    def _iterate(self, step: int, state: LoopState) -> bool:
+        """One update with what follows it (online round, measurement); True: stop the pass."""
+        spec, outcome = self.spec, state.outcome
+        try:
+            state.metrics = self._update(step, state.optimizer, state.recent, state.metrics)
+            if self.on_round is not None and self.on_round(step):
+                state.best = state.reference = self.objective()
+                state.best_state, state.best_step, state.stale = (
+                    adapter_state(self.context.model),
+                    step,
+                    0,
+                )
+                outcome.events.append({"step": step, "kind": "critic_updated", "best": state.best})
+            if step % spec.eval_every and step != spec.max_steps:
+                return False
+            value = self.objective()
+            self._measured(outcome, step, {"objective": value, "lr": self.lr, **state.metrics})
+            self._check_objective(value, state.best)
+            if value > state.best:
+                state.best, state.best_step = value, step
+                state.best_state = adapter_state(self.context.model)
+            if value > state.reference + spec.min_delta * abs(state.reference):
+                state.reference, state.stale = value, 0
+                return False
+            state.stale += 1
+            if state.stale >= spec.patience:
+                outcome.stop_reason = "converged"
+                outcome.events.append({"step": step, "kind": "converged", "best": state.best})
+                return True
+        except CollapseError as collapse:
+            return self._roll_back(step, state, collapse)
+        return False
+
+    def _roll_back(self, step: int, state: LoopState, collapse: CollapseError) -> bool:
+        """Restore the best adapters, decay the lr, start a fresh optimiser; True: give up."""
+        spec, outcome = self.spec, state.outcome
+        state.rollbacks += 1
+        self.lr *= spec.collapse.lr_decay
+        outcome.events.append(
+            {
+                "step": step,
+                "kind": collapse.kind,
+                "detail": collapse.detail,
+                "action": f"rolled back to step {state.best_step}, lr {self.lr:.3g}",
+            }
+        )
+        log.warning("step %d: %s; rolled back to step %d", step, collapse, state.best_step)
+        load_adapter_state(self.context.model, state.best_state)
+        state.optimizer, state.stale, state.metrics = self._optimizer(), 0, {}
+        state.recent.clear()
+        if state.rollbacks > spec.collapse.max_rollbacks:
+            outcome.stop_reason = "gave_up"
+            outcome.events.append({"step": step, "kind": "gave_up", "best": state.best})
+            return True
+        return False
 
     def _update(
         self,
@@ -171,7 +233,7 @@ class PassRunner:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise CollapseError("non_finite_loss", f"loss {value}")
-        if self.method.loss_has_scale and len(recent) >= _SPIKE_WINDOW // 2:
+        if self.method.loss_has_scale and len(recent) >= SPIKE_WINDOW // 2:
             typical = statistics.median(abs(v) for v in recent)
             if abs(value) > self.spec.collapse.loss_spike * max(typical, 1e-6):
                 raise CollapseError(

@@ -198,6 +198,9 @@ class PassSpec:
     conditions: int = knob(256, ge=1, doc="conditions (observation histories) per batch")
     held_out: int = knob(256, ge=1, doc="held-out conditions of the tracked objective")
     eval_every: int = knob(25, ge=1, doc="updates between two objective measurements")
+    snapshot_every: int = knob(
+        25, ge=1, doc="updates between resumable snapshots (at the end of a method's batch)"
+    )
     patience: int = knob(4, ge=1, doc="measurements without improvement before stopping")
     min_delta: float = knob(0.005, ge=0.0, doc="gain that restarts the patience, x |reference|")
     collapse: CollapseSpec = knob(factory=CollapseSpec)

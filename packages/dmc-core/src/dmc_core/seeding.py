@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import random
@@ -10,7 +11,13 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "seeded_initialisation", "torch_generator"]
+__all__ = [
+    "rng_state_from_text",
+    "rng_state_to_text",
+    "seed_everything",
+    "seeded_initialisation",
+    "torch_generator",
+]
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -45,3 +52,14 @@ def seeded_initialisation(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         yield
+
+
+def rng_state_to_text(state: torch.Tensor) -> str:
+    """A random generator's state (`get_state()`, a uint8 tensor) as JSON-ready text, so a
+    snapshot's record can carry it and a resumed run continue the same random stream."""
+    return base64.b64encode(state.cpu().numpy().tobytes()).decode("ascii")
+
+
+def rng_state_from_text(text: str) -> torch.Tensor:
+    """The state `rng_state_to_text` wrote, for `set_state` / `torch.set_rng_state`."""
+    return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()

@@ -19,7 +19,6 @@ snapshot and no artefact is written from non-finite weights.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import math
@@ -36,7 +35,7 @@ from dmc_core.atomic import atomic_write_text
 from dmc_core.config import to_plain
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import DivergenceError
-from dmc_core.seeding import torch_generator
+from dmc_core.seeding import rng_state_from_text, rng_state_to_text, torch_generator
 from dmc_core.training.curves import Curves
 from dmc_core.training.distributed import World
 from dmc_core.training.ema import EMA
@@ -173,13 +172,11 @@ class ResumableRun:
         # The generators' states travel too: a snapshot off a re-seeding boundary (a stop
         # requested with `stop_after`) still resumes the exact random streams.
         if self.world.is_main:
-            record = progress.state() | {"generators": [_encode(g) for g in generators]}
+            record = progress.state() | {
+                "generators": [rng_state_to_text(g.get_state()) for g in generators]
+            }
             self.snapshot.save(step, *self.trained(), record=record)
         self.world.barrier()
-
-
-def _encode(generator: torch.Generator) -> str:
-    return base64.b64encode(generator.get_state().numpy().tobytes()).decode("ascii")
 
 
 def _restored_generators(record: dict[str, Any], world: World) -> Generators | None:
@@ -187,14 +184,11 @@ def _restored_generators(record: dict[str, Any], world: World) -> Generators | N
     states = record.get("generators")
     if not states or world.size > 1:
         return None
-    devices = (torch.device("cpu"), world.device)
-    restored = []
-    for state, device in zip(states, devices, strict=True):
-        generator = torch.Generator(device=device)
-        raw = bytearray(base64.b64decode(state))
-        generator.set_state(torch.frombuffer(raw, dtype=torch.uint8).clone())
-        restored.append(generator)
-    return restored[0], restored[1]
+    data = torch.Generator()
+    data.set_state(rng_state_from_text(states[0]))
+    noise = torch.Generator(device=world.device)
+    noise.set_state(rng_state_from_text(states[1]))
+    return data, noise
 
 
 def check_finite(where: str, step: int, module: nn.Module) -> None:

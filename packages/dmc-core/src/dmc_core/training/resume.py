@@ -28,7 +28,14 @@ from torch import Tensor, nn
 from dmc_core.atomic import atomic_path
 from dmc_core.training.ema import EMA
 
-__all__ = ["Snapshot", "fingerprint"]
+__all__ = [
+    "Snapshot",
+    "fingerprint",
+    "load_optimizer_tensors",
+    "optimizer_tensors",
+    "prefixed_tensors",
+    "unprefixed",
+]
 
 log = logging.getLogger(__name__)
 _FILE = "state.safetensors"
@@ -62,41 +69,45 @@ class Snapshot:
     ) -> None:
         """Write the state reached after `step` optimiser steps (one atomic file); `record`
         (JSON: learning curves, elapsed time, counters) travels in the same file's header."""
+        tensors = prefixed_tensors("model/", model.state_dict())
+        tensors |= prefixed_tensors("ema/", ema.shadow) if ema is not None else {}
+        tensors |= prefixed_tensors("optim/", optimizer_tensors(optimizer))
+        updates = ema.updates if ema is not None else 0
+        self.write(step, tensors, {**dict(record or {}), "ema_updates": updates})
+
+    def restore(self, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer) -> int:
+        """Load a matching snapshot into the objects and return its step (0: none to resume)."""
+        found = self.read()
+        if found is None:
+            return 0
+        step, tensors, record = found
+        model.load_state_dict(unprefixed(tensors, "model/"))
+        if ema is not None:
+            device = next(iter(ema.shadow.values())).device
+            ema.shadow = {k: v.to(device) for k, v in unprefixed(tensors, "ema/").items()}
+            ema.updates = int(record["ema_updates"])
+        load_optimizer_tensors(optimizer, unprefixed(tensors, "optim/"))
+        return step
+
+    def record(self) -> dict[str, Any]:
+        """The JSON record saved with a matching snapshot ({} when there is none)."""
+        found = self.read(tensors=False)
+        return found[2] if found is not None else {}
+
+    def write(self, step: int, tensors: Mapping[str, Tensor], record: Mapping[str, Any]) -> None:
+        """Write any named tensors and a JSON record as the state after `step` (atomically)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-        tensors |= {f"ema/{k}": v for k, v in ema.shadow.items()} if ema is not None else {}
-        tensors |= _flatten_optimizer(optimizer)
         header = {
             "step": str(step),
-            "ema_updates": str(ema.updates if ema is not None else 0),
             "fingerprint": self.fingerprint,
-            "record": json.dumps(dict(record or {})),
+            "record": json.dumps(dict(record)),
         }
         plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
         with atomic_path(self.path) as tmp:
             save_file(plain, str(tmp), metadata=header)
 
-    def restore(self, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer) -> int:
-        """Load a matching snapshot into the objects and return its step (0: none to resume)."""
-        found = self._read()
-        if found is None:
-            return 0
-        header, tensors = found
-        model.load_state_dict(_prefixed(tensors, "model/"))
-        if ema is not None:
-            device = next(iter(ema.shadow.values())).device
-            ema.shadow = {k: v.to(device) for k, v in _prefixed(tensors, "ema/").items()}
-            ema.updates = int(header["ema_updates"])
-        _load_optimizer(optimizer, _prefixed(tensors, "optim/"))
-        return int(header["step"])
-
-    def record(self) -> dict[str, Any]:
-        """The JSON record saved with a matching snapshot ({} when there is none)."""
-        found = self._read(tensors=False)
-        return json.loads(found[0].get("record", "{}")) if found is not None else {}
-
-    def _read(self, tensors: bool = True) -> tuple[dict[str, str], dict[str, Tensor]] | None:
-        """The header and tensors of a readable snapshot with this fingerprint, else None."""
+    def read(self, tensors: bool = True) -> tuple[int, dict[str, Tensor], dict[str, Any]] | None:
+        """(step, tensors, record) of a readable snapshot with this fingerprint, else None."""
         if not self.path.exists():
             return None
         try:
@@ -110,27 +121,35 @@ class Snapshot:
         if header.get("fingerprint") != self.fingerprint:
             log.info("a training snapshot from other settings is in %s; starting afresh", self.path)
             return None
-        return header, found
+        return int(header["step"]), found, json.loads(header.get("record", "{}"))
 
     def clear(self) -> None:
         """Remove the snapshot (the run finished)."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def prefixed_tensors(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`tensors` with `prefix` before every name (one snapshot holds several parts)."""
+    return {f"{prefix}{k}": v for k, v in tensors.items()}
+
+
+def unprefixed(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors whose names start with `prefix`, without it."""
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, Tensor]:
+    """The optimiser's per-parameter state as named tensors (`<index>/<key>`)."""
     # The hyperparameters are rebuilt from the config; only the per-parameter state is saved.
     flat: dict[str, Tensor] = {}
     for index, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
-            flat[f"optim/{index}/{key}"] = torch.as_tensor(value)
+            flat[f"{index}/{key}"] = torch.as_tensor(value)
     return flat
 
 
-def _load_optimizer(optimizer: torch.optim.Optimizer, flat: dict[str, Tensor]) -> None:
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, flat: Mapping[str, Tensor]) -> None:
+    """Load `optimizer_tensors` output into an optimiser over the same parameters."""
     state: dict[int, dict[str, Tensor]] = {}
     for name, value in flat.items():
         index, key = name.split("/", 1)
