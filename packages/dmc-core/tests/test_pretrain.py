@@ -8,16 +8,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
-from dmc_core.data import write_dataset
+from dmc_core.data import read_dataset, write_dataset
 from dmc_core.models import ModelSpec, TrainSpec, load_model
 from dmc_core.pretrain import TrainingRun, learning_rate
-from dmc_core.testing import run_module, toy_dataset
-from dmc_core.training import EMA, Snapshot, World
+from dmc_core.testing import run_module, torch_threads, toy_dataset
+from dmc_core.training import EMA, ResumableRun, Snapshot, World
 
 CPU_WORLD = World(rank=0, size=1, device=torch.device("cpu"))
 TINY_BACKBONE = {"name": "mlp", "hidden": 16, "blocks": 1}
@@ -159,9 +162,59 @@ def test_a_killed_run_continues_from_its_last_snapshot(tmp_path: Path) -> None:
     assert not snapshot.exists()
 
 
-def test_data_parallel_training_with_two_cpu_processes(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
+class _RecordedRun(TrainingRun):
+    """A pretrain run that also leaves `<out>/rank<r>.safetensors`: its raw weights (before
+    `finish` copies the EMA in) and its EMA, whichever rank it is."""
+
+    raw: dict[str, torch.Tensor] | None = None
+
+    def finish(self, summary: dict[str, float]) -> Path:
+        self.raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return super().finish(summary)
+
+    def train(self, stop_after: int | None = None) -> Path | None:
+        path = super().train(stop_after)
+        raw = self.raw if self.raw is not None else self.model.state_dict()
+        tensors = {f"raw.{k}": v for k, v in raw.items()}
+        tensors |= {f"ema.{k}": v for k, v in self.ema.shadow.items()}
+        contiguous = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+        save_file(contiguous, str(self.out / f"rank{self.world.rank}.safetensors"))
+        return path
+
+
+class _UnionOfRanks(_RecordedRun):
+    """One process whose every step trains on the union of the two ranks' batches: each half
+    drawn, and noised, by the generators that rank uses (`ResumableRun.generators`)."""
+
+    def generators(self, step: int) -> Any:
+        cpu = torch.device("cpu")
+        ranks = [SimpleNamespace(seed=self.seed, world=World(r, 2, cpu)) for r in range(2)]
+        return [ResumableRun.generators(rank, step) for rank in ranks]  # type: ignore[arg-type]
+
+    def step(self, step: int, generators: Any) -> dict[str, float]:
+        """TrainingRun.step with the mean of the two halves' losses (DDP averages gradients)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.train_spec, step)
+        half = self.train_spec.batch_size // 2
+        losses = [self.model(self.windows.sample(half, w), noise) for w, noise in generators]
+        loss = torch.stack(losses).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.train_spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_spec.grad_clip)
+        self.optimizer.step()
+        self.ema.update(self.model)
+        return {"loss": float(loss.detach())}
+
+
+DDP_TRAIN = {"steps": 12, "warmup_steps": 2, "lr": 3e-3, "checkpoint_every": 12}
+
+
+def test_two_ranks_train_like_one_process_on_the_union_of_their_batches(tmp_path: Path) -> None:
+    """Catches ranks training apart (no DDP), on one shared stream, or on the whole batch each."""
+    write_inputs(tmp_path, **DDP_TRAIN)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # This file is the worker: `pretrain` through the CLI, each rank recording its weights.
     command = [
         sys.executable,
         "-m",
@@ -169,12 +222,45 @@ def test_data_parallel_training_with_two_cpu_processes(tmp_path: Path) -> None:
         "--standalone",
         "--nproc_per_node",
         "2",
-        "-m",
-        "dmc_core",
+        __file__,
         *pretrain_args(tmp_path),
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    sidecar = yaml.safe_load((tmp_path / "out" / "model.yaml").read_text())
+    out = tmp_path / "out"
+    sidecar = yaml.safe_load((out / "model.yaml").read_text())
     assert sidecar["metadata"]["processes"] == 2
-    assert load_model(tmp_path / "out" / "model.safetensors").kind == "diffuser"
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in range(2)]
+    # The gradients are all-reduced, so both ranks take the same steps, bit for bit.
+    assert ranks[0].keys() == ranks[1].keys()
+    for name, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][name]), name
+
+    dataset = read_dataset(tmp_path / "data.hdf5")
+    (windows, _), (other, _) = _UnionOfRanks.generators(SimpleNamespace(seed=0), 0)
+    draws = [torch.randint(1000, (8,), generator=g) for g in (windows, other)]
+    assert not torch.equal(*draws)  # the ranks draw different batches
+    spec = load_model(out / "model.safetensors").spec  # the one the ranks trained
+    with torch_threads(1):
+        single = _UnionOfRanks(spec, dataset, tmp_path / "single", CPU_WORLD, 0, "m")
+        single.train()
+    union = load_file(str(tmp_path / "single" / "rank0.safetensors"))
+    # Equal up to float32 rounding. With one thread per process they are equal bit for bit (the
+    # halves' gradients are scaled by 1/2, an exact operation, and summed: by gloo across the
+    # ranks, by autograd here); with more cores the ranks take cpu_count // 2 threads and the
+    # reference 1, and matmul reductions split by thread round differently, a few ulps per
+    # step carried through 12 Adam steps. Ranks each drawing the whole batch fail this.
+    for name, value in union.items():
+        torch.testing.assert_close(ranks[0][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    initial = _UnionOfRanks(spec, dataset, tmp_path / "unused", CPU_WORLD, 0, "m").model
+    moved = [n for n, v in initial.state_dict().items() if not torch.equal(v, union[f"raw.{n}"])]
+    assert moved  # the runs trained: equal weights are not just the shared initial ones
+
+
+if __name__ == "__main__":  # a rank of the DDP test above, started by torchrun
+    import dmc_core.pretrain
+    from dmc_core.cli import run_cli
+    from dmc_core.stages import STAGES
+
+    dmc_core.pretrain.TrainingRun = _RecordedRun  # type: ignore[misc]
+    sys.exit(run_cli("dmc_core", STAGES, sys.argv[1:]))
