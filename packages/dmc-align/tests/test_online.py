@@ -1,0 +1,90 @@
+"""Online fine-tuning inside a pass: every round rolls the model out, grows the buffer and the
+training conditions, trains the critic, and re-bases the schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+from dmc_align import align
+from dmc_align.align import run_pass
+from dmc_align.lora import attach_lora
+from dmc_align.online import OnlineTuner
+from dmc_align.spec import LoraSpec, PassSpec
+from dmc_core.config import from_plain
+from dmc_core.data import TransitionDataset
+from dmc_core.models import ControlModel
+from dmc_critic import IQLCritic
+
+EPISODES, EVERY, STEPS = 3, 2, 5  # rounds after updates 2 and 4
+
+
+class RecordingTuner(OnlineTuner):
+    """The pass's own tuner, recording the buffer and the conditions around every round."""
+
+    made: ClassVar[list[RecordingTuner]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sizes: list[tuple[int, int, int, int]] = []  # buffer, conditions: before, after
+        RecordingTuner.made.append(self)
+
+    def round(self) -> None:
+        buffer = 0 if self.buffer is None else len(self.buffer)
+        conditions = len(self.conditions)
+        super().round()
+        assert self.buffer is not None
+        self.sizes.append((buffer, len(self.buffer), conditions, len(self.conditions)))
+
+
+def test_online_rounds_grow_the_data_and_train_the_critic(
+    fitted: Callable[[str], ControlModel],
+    critic: IQLCritic,
+    dataset: TransitionDataset,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round that adds nothing, trains no critic, or is not seen by the schedule fails this."""
+    monkeypatch.setattr(align, "OnlineTuner", RecordingTuner)
+    monkeypatch.setattr(RecordingTuner, "made", [])
+    model = attach_lora(fitted("policy"), LoraSpec(rank=2, alpha=2.0))
+    online = {
+        "enabled": True,
+        "every": EVERY,
+        "episodes": EPISODES,
+        "critic_steps": 3,
+        "critic_batch": 16,
+    }
+    values = {"model": "m", "after": "m", "dataset": "d", "critic": "c", "method": "sft"}
+    knobs = {
+        "max_steps": STEPS,
+        "eval_every": STEPS,
+        "conditions": 4,
+        "held_out": 8,
+        "sft": {"candidates": 2, "batch_size": 4},
+        "online": online,
+    }
+    spec = from_plain(PassSpec, {**values, **knobs}, "test", "pass")
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+
+    outcome = run_pass("p", spec, model, dataset, critic, seed=0)
+
+    (tuner,) = RecordingTuner.made
+    horizon = int(dataset.attrs["env_kwargs"]["horizon"])
+    added = EPISODES * horizon
+    assert tuner.rounds == 2 and len(tuner.returns) == 2
+    # Each round adds its episodes' transitions to the buffer and their histories to the pool.
+    assert tuner.sizes == [
+        (0, added, tuner.sizes[0][2], tuner.sizes[0][2] + added),
+        (added, 2 * added, tuner.sizes[0][2] + added, tuner.sizes[0][2] + 2 * added),
+    ]
+    # The pool the pass samples from is the tuner's: it holds the rolled-out histories.
+    assert tuner.sizes[0][2] == len(dataset) - spec.held_out
+    changed = [k for k, v in critic.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "the critic did not change"
+    assert all(torch.isfinite(v).all() for v in critic.state_dict().values())
+    updates = [e for e in outcome.events if e["kind"] == "critic_updated"]
+    assert [e["step"] for e in updates] == [EVERY, 2 * EVERY]
+    assert not critic.training and not any(p.requires_grad for p in critic.parameters())
