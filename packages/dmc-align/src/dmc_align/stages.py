@@ -30,7 +30,9 @@ STAGES: tuple[Stage, ...] = (
             Arg("--init", "directory the pass starts from: the foundation's or a pass's"),
             Arg("--dataset", "dataset file the conditions and BC data come from"),
             Arg("--critic", "critic checkpoint that gives r(z_0)"),
-            Arg("--out", "pass directory: merged model, adapters, metrics.json, live/"),
+            Arg(
+                "--out", "pass directory: merged model, adapters, metrics.json, live/", output=True
+            ),
         ),
         run=align,
     ),
@@ -44,7 +46,11 @@ STAGES: tuple[Stage, ...] = (
             Arg("--foundation", "checkpoint of the foundation it is warm-started from"),
             Arg("--dataset", "dataset file the observation histories come from"),
             Arg("--critic", "critic checkpoint whose Q(s, a_0) orders the pairs"),
-            Arg("--out", "cascade directory: model.safetensors (+ the refined model), metrics"),
+            Arg(
+                "--out",
+                "cascade directory: model.safetensors (+ the refined model), metrics",
+                output=True,
+            ),
         ),
         run=fit_cascade,
     ),

@@ -14,7 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_MARKER", "atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "TEMP_MARKER",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "remove_stale_temporaries",
+]
 
 #: Every temporary file name contains this marker, so stray ones are easy to find and ignore.
 TEMP_MARKER = ".partial-"
@@ -71,3 +77,23 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def remove_stale_temporaries(output: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files a killed writer left of `output` and return them.
+
+    `output` is a stage output: a folder (every temporary file anywhere inside it) or a file
+    (its own temporaries and those of the files written beside it under its name, e.g.
+    `full.stats.json` beside `full.hdf5`). Call it when the stage starts, when no writer of
+    these files can be running.
+    """
+    path = Path(output)
+    if path.is_dir():
+        stale = list(path.rglob(f"*{TEMP_MARKER}*"))
+    else:
+        patterns = (f".{path.stem}{TEMP_MARKER}*", f".{path.stem}.*{TEMP_MARKER}*")
+        stale = [p for pattern in patterns for p in path.parent.glob(pattern)]
+    for temporary in stale:
+        if temporary.is_file():
+            temporary.unlink(missing_ok=True)
+    return stale

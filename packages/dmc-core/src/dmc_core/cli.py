@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dmc_core.atomic import remove_stale_temporaries
 from dmc_core.config import load_stage_config
 from dmc_core.errors import DmcError
+from dmc_core.lifeline import die_with_dvc
 
 __all__ = ["Arg", "Stage", "run_cli"]
 
@@ -30,6 +32,7 @@ class Arg:
     flag: str
     help: str
     required: bool = True
+    output: bool = False  # a path the stage writes: stale temporaries of it are removed first
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,12 @@ def run_cli(prog: str, stages: Sequence[Stage], argv: Sequence[str] | None = Non
         return EXIT_INPUT_ERROR
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stage = next(s for s in stages if s.name == args.verb)
+    die_with_dvc()
+    for arg in stage.args:
+        value = getattr(args, arg.flag.lstrip("-").replace("-", "_"))
+        if arg.output and value:
+            for stale in remove_stale_temporaries(value):
+                logging.getLogger(prog).info("removed a stale temporary file %s", stale)
     try:
         config = load_stage_config(stage.schema, stage.name, args.params, args.overrides)
         stage.run(config, args)

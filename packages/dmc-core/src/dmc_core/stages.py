@@ -13,7 +13,13 @@ STAGES: tuple[Stage, ...] = (
         name="check_params",
         summary="Check that every name a params section uses for another's entry exists.",
         schema=CheckParamsConfig,
-        args=(Arg("--out", "the check's mark (constant content): every stage depends on it"),),
+        args=(
+            Arg(
+                "--out",
+                "the check's mark (constant content): every stage depends on it",
+                output=True,
+            ),
+        ),
         run=check_params,
     ),
     Stage(
@@ -23,7 +29,11 @@ STAGES: tuple[Stage, ...] = (
         args=(
             Arg("--name", "model entry of pretrain.models (diffuser, policy, ...)"),
             Arg("--dataset", "dataset file (.hdf5, D4RL layout) to learn from"),
-            Arg("--out", "model directory: model.safetensors, its sidecar, live/ metrics"),
+            Arg(
+                "--out",
+                "model directory: model.safetensors, its sidecar, live/ metrics",
+                output=True,
+            ),
         ),
         run=pretrain,
     ),

@@ -15,7 +15,11 @@ STAGES: tuple[Stage, ...] = (
         args=(
             Arg("--name", "critic entry of fit_critic.critics (full, ...)"),
             Arg("--dataset", "dataset file (.hdf5, D4RL layout) to learn from"),
-            Arg("--out", "critic directory: critic.safetensors, its sidecar, live/ metrics"),
+            Arg(
+                "--out",
+                "critic directory: critic.safetensors, its sidecar, live/ metrics",
+                output=True,
+            ),
         ),
         run=fit_critic,
     ),

@@ -107,10 +107,11 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
     }
     rows = {
-        pair: _row(identity, recipe, pair, result, bench.solution, entropy, seconds)
-        for pair, (result, seconds) in results.items()
+        pair: _row(identity, recipe, pair, result, bench.solution, entropy)
+        for pair, (result, _) in results.items()
     }
     out, plots = Path(args.out), Path(args.plots)
+    _write_timing(out, args.name, {f"{rule}@{n}": s for (rule, n), (_, s) in results.items()})
     summary = [rows[pair] for pair in summary_pairs]
     sweep = [rows[pair] for pair in sweep_pairs]
     again = [_restaged(row, stage) for stage in run.also_stages for row in summary]
@@ -247,7 +248,6 @@ def _row(
     result: EpisodeResult,
     solution: Nav1DSolution,
     entropy: float,
-    seconds: float,
 ) -> dict[str, Any]:
     """One row of the results contract (the keys of `summary.json`)."""
     returns = result.returns
@@ -262,9 +262,19 @@ def _row(
         "coherency": result.coherency,
         "candidate_entropy": entropy,
         "decisions": result.decisions,
-        "seconds": round(seconds, 3),
         "protocol": protocol,
     }
+
+
+def _write_timing(out: Path, name: str, seconds: dict[str, float]) -> None:
+    """`timing.json`: the seconds of each rule's rollouts. DVC ignores it (`.dvcignore`), so
+    the results a later stage reads hold no wall-clock figure."""
+    timing = {
+        "stage": "evaluate",
+        "name": name,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+    atomic_write_text(out / "timing.json", json.dumps(timing, indent=2) + "\n")
 
 
 def _write_results(out: Path, summary: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> None:

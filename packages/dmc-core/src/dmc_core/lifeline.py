@@ -1,0 +1,66 @@
+"""A stage started by DVC ends when DVC ends: no orphan keeps writing outputs.
+
+DVC runs a stage's command through `$SHELL -c`. When `dvc repro` is killed (SIGKILL, a closed
+terminal, a CI timeout), its child is not told: the stage would go on alone, writing into
+outputs that the next `dvc repro` is about to delete or re-create. So a stage that finds itself
+under DVC (DVC sets `DVC_STAGE` for every command) asks the kernel to kill it when its parent
+dies (Linux `PR_SET_PDEATHSIG`: bash execs a lone command, so the parent is DVC itself), and
+watches the chain of its parent and grandparent, which also covers shells that stay in
+between (dash): once either is gone, the stage exits at once. Its snapshots make that safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["die_with_dvc"]
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+_POLL_SECONDS = 0.5
+
+
+def die_with_dvc(environ: dict[str, str] | None = None) -> bool:
+    """Tie this process's life to the DVC process that started it; False if not under DVC."""
+    if "DVC_STAGE" not in (os.environ if environ is None else environ):
+        return False
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    chain = _ancestors()
+    if chain[0] == 1:  # DVC died before this process could tie itself to it
+        os.kill(os.getpid(), signal.SIGKILL)
+    watcher = threading.Thread(target=_watch, args=(chain,), name="die-with-dvc", daemon=True)
+    watcher.start()
+    return True
+
+
+def _ancestors() -> tuple[int, int | None]:
+    """(parent, grandparent) process ids."""
+    parent = os.getppid()
+    return parent, _parent_of(parent)
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent of `pid` from /proc (None where /proc is not readable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces; the parent id follows its closing ')'.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _watch(chain: tuple[int, int | None]) -> None:
+    while True:
+        time.sleep(_POLL_SECONDS)
+        if _ancestors() != chain:
+            log.error("the DVC process that started this stage is gone; stopping")
+            os.kill(os.getpid(), signal.SIGKILL)
