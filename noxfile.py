@@ -109,7 +109,7 @@ def tests(session: nox.Session, package: str) -> None:
 @discards_its_venv
 def integration(session: nox.Session) -> None:
     """Cross-package contracts and the end-to-end `dvc repro`, with everything installed."""
-    install(session, PACKAGES, "dvc", "dvclive", "vl-convert-python", editable=True)
+    install(session, PACKAGES, "dvc", "vl-convert-python", editable=True)
     session.run("pytest", "tests", *session.posargs)
 
 
@@ -117,5 +117,13 @@ def integration(session: nox.Session) -> None:
 @discards_its_venv
 def smoke(session: nox.Session) -> None:
     """Only the end-to-end pipeline test (`dvc repro` on the smoke profile)."""
-    install(session, PACKAGES, "dvc", "dvclive", editable=True)
+    install(session, PACKAGES, "dvc", editable=True)
     session.run("pytest", "tests", "-m", "slow", *session.posargs)
+
+
+@nox.session(default=False, tags=["slow"])
+@discards_its_venv
+def faults(session: nox.Session) -> None:
+    """Fault injection: SIGKILL `dvc repro` at random moments, rerun, compare (minutes)."""
+    install(session, PACKAGES, "dvc", editable=True)
+    session.run("python", "benchmarks/fault_injection.py", *session.posargs)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create (or refresh) a virtual environment with the four dmc packages, DVC and dvclive, and write
+# Create (or refresh) a virtual environment with the four dmc packages and DVC, and write
 # .dvc/offline-plots.html, the page template that makes `dvc plots show` work offline.
 #
 #   bash scripts/bootstrap.sh [VENV_DIR]      (default: .venv)
@@ -30,10 +30,10 @@ fi
 pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check -c constraints.txt)
 echo "bootstrap: installing torch (CPU build) first"
 "${pip[@]}" torch==2.13.0
-echo "bootstrap: installing the dmc packages, dvc, dvclive and vl-convert-python"
+echo "bootstrap: installing the dmc packages, dvc and vl-convert-python"
 editable=()
 for package in "${packages[@]}"; do editable+=(-e "$package"); done
-"${pip[@]}" "${editable[@]}" dvc dvclive vl-convert-python
+"${pip[@]}" "${editable[@]}" dvc vl-convert-python
 "$venv/bin/python" - <<'PY'
 import torch
 assert "+cpu" in torch.__version__ or not torch.version.cuda, torch.__version__

@@ -101,7 +101,7 @@ class PassRunner:
     ) -> None:
         """`on_round(step)` runs after every update (online fine-tuning) and returns True when
         it changed the critic, which re-bases the objective and the patience; `on_measure` sees
-        every measurement (progress bars, dvclive)."""
+        every measurement (progress bars, learning curves)."""
         self.context, self.method, self.conditions = context, method, conditions
         self.generator = generator
         self.objective_seed = objective_seed
