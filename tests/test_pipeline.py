@@ -1,4 +1,10 @@
-"""End to end: `dvc repro` on the smoke profile in a temporary copy of the repository."""
+"""End to end: `dvc repro` on the smoke profile in a temporary copy of the repository.
+
+The pipeline is reproduced once per module (`reproduced`). A test that reads its outputs takes
+`pristine`, that copy, and must leave it as it found it; a test that edits params takes `workdir`,
+a private up-to-date copy of it, and re-runs only what the edit invalidates. So every test passes
+alone and in any order.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -67,7 +76,11 @@ COPY_IGNORE = shutil.ignore_patterns(
 
 
 def dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    """Run `dvc <args>` in `workdir` with this interpreter's environment first on the PATH."""
+    # `dvc` and the stages' `python -m dmc_*` then resolve to the environment running the tests,
+    # activated or not.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     result = subprocess.run(
         ["dvc", *args], cwd=workdir, capture_output=True, text=True, check=False, env=env
     )
@@ -77,6 +90,7 @@ def dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
 
 
 def ran_stages(output: str) -> set[str]:
+    """The stages a `dvc repro` output says it ran (not those it skipped or restored)."""
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
@@ -86,6 +100,7 @@ def stale_stages(workdir: Path) -> set[str]:
 
 
 def set_param(workdir: Path, dotted: str, value: object) -> None:
+    """Set one `params.yaml` key (a dotted path) in `workdir`, as a user's edit would."""
     path = workdir / "params.yaml"
     params = yaml.safe_load(path.read_text())
     *parents, leaf = dotted.split(".")
@@ -96,15 +111,65 @@ def set_param(workdir: Path, dotted: str, value: object) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def fingerprint(workdir: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of the pipeline's definition, lock, parameters and outputs."""
+    files = [workdir / name for name in ("dvc.yaml", "dvc.lock", "params.yaml")]
+    files += [p for p in (workdir / "data").rglob("*") if p.is_file()]
+    return {
+        str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in files
+        if p.exists()
+    }
+
+
+@dataclass(frozen=True)
+class Reproduced:
+    """The smoke pipeline reproduced once: its working copy, its first run, its state after."""
+
+    path: Path
+    ran: frozenset[str]  # the stages the first `dvc repro` ran
+    state: dict[str, tuple[int, int]]  # its `fingerprint`, which no test may change
+
+
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("repo") / "dmc"
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
+    """`dvc repro` of the smoke profile, once, in a copy of the repository."""
+    work = tmp_path_factory.mktemp("pristine") / "dmc"
     shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
     (work / "data").mkdir()
     apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / "smoke.yaml")
     add_a_pass_on_the_aligned_cascade(work)
     dvc(work, "config", "--local", "core.no_scm", "true")
-    return work
+    first = dvc(work, "repro")
+    return Reproduced(work, frozenset(ran_stages(first.stdout)), fingerprint(work))
+
+
+@pytest.fixture
+def pristine(reproduced: Reproduced) -> Iterator[Path]:
+    """The reproduced repository, for a test that only reads it (checked when the test ends)."""
+    yield reproduced.path
+    assert fingerprint(reproduced.path) == reproduced.state, "the test changed the pristine copy"
+
+
+def _tree_only(directory: str, names: list[str]) -> list[str]:
+    """`shutil.copytree` filter: DVC's cache (linked apart) and its locks and hash index."""
+    return ["cache", "tmp"] if Path(directory).name == ".dvc" else []
+
+
+@pytest.fixture
+def workdir(reproduced: Reproduced, tmp_path: Path) -> Iterator[Path]:
+    """A private copy of the reproduced repository, up to date, for one test to edit and re-run.
+
+    The working tree is copied; the DVC cache, whose files DVC never rewrites, is hard-linked into a
+    cache of the copy's own, so the copy re-runs only what its edit invalidates and what it adds
+    (outputs, run-cache entries) is seen by no other test.
+    """
+    work = tmp_path / "dmc"
+    shutil.copytree(reproduced.path, work, ignore=_tree_only)
+    cache = reproduced.path / ".dvc" / "cache"
+    shutil.copytree(cache, work / ".dvc" / "cache", copy_function=os.link)
+    yield work
+    assert fingerprint(reproduced.path) == reproduced.state, "the test changed the pristine copy"
 
 
 def add_a_pass_on_the_aligned_cascade(work: Path) -> None:
@@ -148,26 +213,27 @@ def add_a_pass_on_the_aligned_cascade(work: Path) -> None:
     )
 
 
-def test_repro_makes_the_three_datasets_their_stats_and_pictures(workdir: Path) -> None:
-    first = dvc(workdir, "repro")
-    assert ran_stages(first.stdout) == {f"make_dataset@{name}" for name in DATASETS} | DOWNSTREAM
+def test_repro_makes_the_three_datasets_their_stats_and_pictures(
+    reproduced: Reproduced, pristine: Path
+) -> None:
+    assert reproduced.ran == {f"make_dataset@{name}" for name in DATASETS} | DOWNSTREAM
     for name in DATASETS:
-        data = read_dataset(workdir / "data" / "datasets" / "nav1d" / f"{name}.hdf5")
+        data = read_dataset(pristine / "data" / "datasets" / "nav1d" / f"{name}.hdf5")
         assert data.attrs["dataset_kind"] == name
         assert data.num_episodes == {"partial": 50, "full": 100, "expert": 50}[name]
         assert data.observations.shape[1] == 2 and len(data) == 8 * data.num_episodes
-        png = workdir / "data" / "plots" / f"nav1d_{name}.png"
+        png = pristine / "data" / "plots" / f"nav1d_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         stats = json.loads(
-            (workdir / "data" / "datasets" / "nav1d" / f"{name}.stats.json").read_text()
+            (pristine / "data" / "datasets" / "nav1d" / f"{name}.stats.json").read_text()
         )
         assert stats["random_return"] < stats["optimal_return"]
         resolved = yaml.safe_load(
-            (workdir / "data" / "datasets" / "nav1d" / f"{name}.config.yaml").read_text()
+            (pristine / "data" / "datasets" / "nav1d" / f"{name}.config.yaml").read_text()
         )
         assert resolved["make_dataset"]["nav1d"]["horizon"] == 8
-    expert = json.loads((workdir / "data/datasets/nav1d/expert.stats.json").read_text())
-    full = json.loads((workdir / "data/datasets/nav1d/full.stats.json").read_text())
+    expert = json.loads((pristine / "data/datasets/nav1d/expert.stats.json").read_text())
+    full = json.loads((pristine / "data/datasets/nav1d/full.stats.json").read_text())
     assert expert["normalized_score"] > 80 > 20 > full["normalized_score"]
 
 
@@ -177,29 +243,29 @@ def sample_actions(workdir: Path, name: str) -> torch.Tensor:
     return model.act(history, torch_generator(0))
 
 
-def test_repro_trains_the_foundation_models_with_learning_curves(workdir: Path) -> None:
+def test_repro_trains_the_foundation_models_with_learning_curves(pristine: Path) -> None:
     for name, kind in zip(MODELS, ("diffuser", "diffusion_policy"), strict=True):
-        model = load_model(workdir / "data" / "models" / name / "model.safetensors")
+        model = load_model(pristine / "data" / "models" / name / "model.safetensors")
         assert model.kind == kind and model.spec.dataset == "full"
-        assert sample_actions(workdir, name).shape == (3, 1, 1)
-        live = workdir / "data" / "models" / name / "live"
+        assert sample_actions(pristine, name).shape == (3, 1, 1)
+        live = pristine / "data" / "models" / name / "live"
         assert json.loads((live / "metrics.json").read_text())["train"]["loss"] > 0
         assert (live / "plots" / "metrics" / "train" / "loss.tsv").is_file()
-        assert not (workdir / "data" / "models" / name / ".resume").exists()
-    shown = dvc(workdir, "metrics", "show", "--json").stdout
+        assert not (pristine / "data" / "models" / name / ".resume").exists()
+    shown = dvc(pristine, "metrics", "show", "--json").stdout
     assert "data/models/diffuser/live/metrics.json" in shown
 
 
-def test_repro_fits_the_critic_with_a_learning_curve(workdir: Path) -> None:
-    critic = workdir / "data" / "critics" / "full"
+def test_repro_fits_the_critic_with_a_learning_curve(pristine: Path) -> None:
+    critic = pristine / "data" / "critics" / "full"
     sidecar = yaml.safe_load((critic / "critic.yaml").read_text())
     assert sidecar["config"]["spec"]["dataset"] == "full"
     assert sidecar["metadata"]["steps"] == 40
     assert (critic / "live" / "plots" / "metrics" / "train" / "q_loss.tsv").is_file()
 
 
-def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) -> None:
-    rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
+def test_repro_evaluates_every_model_into_the_results_contract(pristine: Path) -> None:
+    rows = json.loads((pristine / "data" / "metrics" / "summary.json").read_text())
     assert isinstance(rows, list)
     seen = {(r["model"], r["selection"], r["n_candidates"]) for r in rows}
     policy_rows = {(rule, n) for rule, n in (("none", 1), ("q_argmax", 2))}
@@ -215,7 +281,7 @@ def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) ->
     last = {"diffuser": "diffuser_sft", "policy": "policy_qvpg"}
     for row in (r for r in rows if r["stage"] == "aligned"):
         assert row["same_as"] == last[row["model"]] and row["run"] == f"{row['model']}_aligned"
-    headline = json.loads((workdir / "data" / "metrics" / "headline.json").read_text())
+    headline = json.loads((pristine / "data" / "metrics" / "headline.json").read_text())
     assert {"diffuser_aligned", "policy_aligned"} <= set(headline)
     for row in rows:
         assert set(row) >= CONTRACT_KEYS
@@ -223,23 +289,23 @@ def test_repro_evaluates_every_model_into_the_results_contract(workdir: Path) ->
         assert row["formulation"] == "ddpm"
         assert row["episodes"] == 4 and row["protocol"]["episodes"] == 4
         assert row["coherency"] >= 0.0 and 0.0 <= row["candidate_entropy"] <= 2.0
-    plots = workdir / "data" / "plots"
+    plots = pristine / "data" / "plots"
     for name in MODELS:
         for picture in ("none.png", "q_argmax.png", "candidates.png"):
             assert (plots / "evaluate" / name / picture).read_bytes()[:4] == b"\x89PNG"
         curve = json.loads(
-            (workdir / "data" / "metrics" / "evaluate" / name / "candidates.json").read_text()
+            (pristine / "data" / "metrics" / "evaluate" / name / "candidates.json").read_text()
         )
         assert {(p["rule"], p["n_candidates"]) for p in curve} == {("q_argmax", 1), ("q_argmax", 2)}
     assert (plots / "summary" / "learning_curves.png").is_file()
-    shown = json.loads(dvc(workdir, "metrics", "show", "--json").stdout)
+    shown = json.loads(dvc(pristine, "metrics", "show", "--json").stdout)
     assert "diffuser" in json.dumps(shown) and "headline.json" in json.dumps(shown)
 
 
-def test_repro_aligns_every_pass_and_records_its_schedule(workdir: Path) -> None:
+def test_repro_aligns_every_pass_and_records_its_schedule(pristine: Path) -> None:
     for name, passes in PASSES.items():
         for key in passes:
-            directory = workdir / "data" / "models" / key
+            directory = pristine / "data" / "models" / key
             record = json.loads((directory / "metrics.json").read_text())
             assert record["pass"] == key and record["foundation"] == name
             assert record["stop_reason"] in {"max_steps", "converged", "gave_up"}
@@ -248,16 +314,16 @@ def test_repro_aligns_every_pass_and_records_its_schedule(workdir: Path) -> None
             model = load_model(directory / "model.safetensors")
             assert (
                 model.kind
-                == load_model(workdir / "data" / "models" / name / "model.safetensors").kind
+                == load_model(pristine / "data" / "models" / name / "model.safetensors").kind
             )
             assert (directory / "live" / "plots" / "metrics" / "align" / "objective.tsv").is_file()
-    assert (workdir / "data" / "plots" / "summary" / "alignment_curves.png").is_file()
+    assert (pristine / "data" / "plots" / "summary" / "alignment_curves.png").is_file()
 
 
 def test_repro_aligns_a_cascade_into_a_cascade_that_refines_the_same_model(
-    workdir: Path,
+    pristine: Path,
 ) -> None:
-    models = workdir / "data" / "models"
+    models = pristine / "data" / "models"
     record = json.loads((models / CASCADE_PASS / "metrics.json").read_text())
     assert record["foundation"] == "diffuser_sft_cascade" and record["method"] == "sft"
     aligned = load_cascade(models / CASCADE_PASS / "model.safetensors")
