@@ -20,7 +20,7 @@ from dmc_core.data import read_dataset, write_dataset
 from dmc_core.models import ModelSpec, TrainSpec, load_model
 from dmc_core.pretrain import TrainingRun, learning_rate
 from dmc_core.testing import run_module, torch_threads, toy_dataset
-from dmc_core.training import EMA, ResumableRun, Snapshot, World
+from dmc_core.training import EMA, ResumableRun, Snapshot, World, descend
 
 CPU_WORLD = World(rank=0, size=1, device=torch.device("cpu"))
 TINY_BACKBONE = {"name": "mlp", "hidden": 16, "blocks": 1}
@@ -198,12 +198,7 @@ class _UnionOfRanks(_RecordedRun):
         half = self.train_spec.batch_size // 2
         losses = [self.model(self.windows.sample(half, w), noise) for w, noise in generators]
         loss = torch.stack(losses).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.train_spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_spec.grad_clip)
-        self.optimizer.step()
-        self.ema.update(self.model)
+        descend(loss, self.optimizer, self.model, self.train_spec.grad_clip, self.ema)
         return {"loss": float(loss.detach())}
 
 

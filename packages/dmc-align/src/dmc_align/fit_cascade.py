@@ -46,7 +46,7 @@ from dmc_core.models.cascade import CascadeModel, check_compatible, save_cascade
 from dmc_core.models.spec import TrainSpec
 from dmc_core.pretrain import learning_rate
 from dmc_core.seeding import seeded_initialisation, torch_generator
-from dmc_core.training import EMA, ResumableRun, World, adam, data_parallel_world
+from dmc_core.training import EMA, ResumableRun, World, adam, data_parallel_world, descend
 from dmc_critic import IQLCritic, load_critic
 
 __all__ = ["CascadeSpec", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
@@ -212,14 +212,7 @@ class CascadeTrainingRun(ResumableRun):
         loss = self.cascade.denoising_loss(
             self.pairs.x_r[index], self.pairs.history[index], self.pairs.x_cond[index], noise
         ).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.spec.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(
-                self.cascade.refiner.parameters(), self.spec.train.grad_clip
-            )
-        self.optimizer.step()
-        self.ema.update(self.cascade.refiner)
+        descend(loss, self.optimizer, self.cascade.refiner, self.spec.train.grad_clip, self.ema)
         return {"loss": float(loss.detach())}
 
     def gauges(self) -> dict[str, float]:

@@ -34,6 +34,7 @@ from dmc_core.training import (
     World,
     adam,
     data_parallel_world,
+    descend,
 )
 
 __all__ = ["PretrainConfig", "TrainingRun", "pretrain"]
@@ -140,12 +141,7 @@ class TrainingRun(ResumableRun):
         batch = self.train_spec.batch_size // self.world.size
         window = window_to(self.windows.sample(batch, windows), self.world.device)
         loss = self.learner(window, noise)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.train_spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train_spec.grad_clip)
-        self.optimizer.step()
-        self.ema.update(self.model)
+        descend(loss, self.optimizer, self.model, self.train_spec.grad_clip, self.ema)
         return {"loss": float(loss.detach())}
 
     def gauges(self) -> dict[str, float]:

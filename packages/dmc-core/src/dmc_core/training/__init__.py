@@ -5,7 +5,7 @@ from __future__ import annotations
 from dmc_core.training.distributed import World, choose_device, data_parallel_world
 from dmc_core.training.ema import EMA
 from dmc_core.training.loop import LoopSchedule, ResumableRun
-from dmc_core.training.optimizers import adam
+from dmc_core.training.optimizers import adam, descend
 from dmc_core.training.resume import Snapshot, fingerprint
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "adam",
     "choose_device",
     "data_parallel_world",
+    "descend",
     "fingerprint",
 ]
