@@ -216,7 +216,8 @@ def add_a_pass_on_the_aligned_cascade(work: Path) -> None:
 def test_repro_makes_the_three_datasets_their_stats_and_pictures(
     reproduced: Reproduced, pristine: Path
 ) -> None:
-    assert reproduced.ran == {f"make_dataset@{name}" for name in DATASETS} | DOWNSTREAM
+    datasets = {f"make_dataset@{name}" for name in DATASETS}
+    assert reproduced.ran == {"check_params"} | datasets | DOWNSTREAM
     for name in DATASETS:
         data = read_dataset(pristine / "data" / "datasets" / "nav1d" / f"{name}.hdf5")
         assert data.attrs["dataset_kind"] == name
@@ -346,10 +347,21 @@ def test_editing_a_later_pass_reruns_only_that_pass_onward(workdir: Path) -> Non
     set_param(workdir, "align.passes.policy_qvpg.qvpg.bc_weight", 0.2)
     ran = ran_stages(dvc(workdir, "repro").stdout)
     assert ran == {
+        "check_params",  # it reads align.passes; its output does not change
         "align@policy_qvpg",
         "evaluate@policy_qvpg",
         "summarize",
     }
+
+
+def test_a_byte_identical_retrain_leaves_every_later_stage_up_to_date(workdir: Path) -> None:
+    """Catches: wall time (or anything else that varies between identical runs) in a file a
+    later stage depends on: the retrained model would re-run the whole chain after it."""
+    weights = workdir / "data" / "models" / "policy" / "model.safetensors"
+    before = weights.read_bytes()
+    ran = ran_stages(dvc(workdir, "repro", "--force", "--single-item", "pretrain@policy").stdout)
+    assert ran == {"pretrain@policy"} and weights.read_bytes() == before
+    assert stale_stages(workdir) == set()
 
 
 def test_second_repro_does_nothing(workdir: Path) -> None:
@@ -360,7 +372,7 @@ def test_second_repro_does_nothing(workdir: Path) -> None:
 
 def test_editing_a_dataset_knob_reruns_only_that_dataset(workdir: Path) -> None:
     set_param(workdir, "make_dataset.datasets.expert.noise_std", 0.3)
-    assert ran_stages(dvc(workdir, "repro").stdout) == {"make_dataset@expert"}
+    assert ran_stages(dvc(workdir, "repro").stdout) == {"check_params", "make_dataset@expert"}
 
 
 @pytest.mark.parametrize(
@@ -375,7 +387,7 @@ def test_switching_the_formulation_retrains_only_that_model(
     evaluated = {f"evaluate@{run}" for run in RUNS[model]}
     if model == "diffuser":  # its cascades refine the Diffuser's plans
         evaluated |= CASCADES | {f"evaluate@{run}" for run in CASCADE_RUNS}
-    assert ran == {f"pretrain@{model}", *aligned, *evaluated, "summarize"}
+    assert ran == {"check_params", f"pretrain@{model}", *aligned, *evaluated, "summarize"}
     rows = json.loads((workdir / "data" / "metrics" / "summary.json").read_text())
     assert {r["formulation"] for r in rows if r["model"] == model} == {formulation}
     loaded = load_model(workdir / "data" / "models" / model / "model.safetensors")
