@@ -167,6 +167,17 @@ def test_check_params_names_a_reference_that_names_nothing(
     assert not out.exists()
 
 
+def test_check_params_accepts_a_pass_on_a_cascade(params: dict[str, Any], tmp_path: Path) -> None:
+    """Catches: a table that lets a pass align only foundations (README, "Cascading")."""
+    changed = copy.deepcopy(params)
+    cascade = next(iter(changed["fit_cascade"]["cascades"]))
+    entry = {**changed["align"]["passes"]["policy_sft"], "model": cascade, "after": cascade}
+    changed["align"]["passes"]["on_the_cascade"] = entry
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert run_check(path, tmp_path / "c.json") == 0
+
+
 def test_check_params_passes_the_default_params_with_constant_output(tmp_path: Path) -> None:
     out = tmp_path / "c.json"
     assert run_check(ROOT / "params.yaml", out) == 0

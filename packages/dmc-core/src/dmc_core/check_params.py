@@ -56,8 +56,9 @@ class Reference:
 REFERENCES: tuple[Reference, ...] = (
     Reference(MODELS, "dataset", (DATASETS,)),
     Reference(CRITICS, "dataset", (DATASETS,)),
-    Reference(PASSES, "model", (MODELS,)),
-    Reference(PASSES, "after", (MODELS, PASSES)),
+    # A pass aligns a foundation or a fit_cascade output (a pass on a cascade starts from it).
+    Reference(PASSES, "model", (MODELS, CASCADES)),
+    Reference(PASSES, "after", (MODELS, PASSES, CASCADES)),
     Reference(PASSES, "dataset", (DATASETS,)),
     Reference(PASSES, "critic", (CRITICS,)),
     Reference(CASCADES, "model", (MODELS, PASSES)),
