@@ -12,9 +12,9 @@ updates multiplied, so that kills land inside training stages and not only betwe
 1. `reference`: one uninterrupted `dvc repro`; its wall time T sets the kill clock.
 2. `killed`: `dvc repro` started again and again, each time SIGKILLed (the `dvc` process only,
    as a closed terminal or a CI timeout would) after a random delay in [1, 1.2 T / kills] seconds,
-   until `--kills` kills have landed; after each kill it records the stage that was running and
-   counts the stage processes still alive a moment later (orphans). A last `dvc repro` runs to
-   the end.
+   until `--kills` kills have landed; after each kill it records the stage that was running,
+   how long its process took to end, and counts those still alive after 15 s (orphans). A last
+   `dvc repro` runs to the end.
 3. Checks: `dvc status` of `killed` is clean, its `summary.json` equals the reference's, and so
    does every output hash in `dvc.lock`.
 
@@ -129,7 +129,7 @@ def kill_repeatedly(
             else:
                 print(f"dvc repro ended before its kill at {delay:.1f} s", flush=True)
                 break
-        time.sleep(1.5)  # what a killed stage needs to notice
+        lingered = wait_for_stages_to_end(work, seconds=15.0)
         text = log.read_text()
         stages = re.findall(r"Running stage '([^']+)'", text)
         kills.append(
@@ -137,6 +137,7 @@ def kill_repeatedly(
                 "delay": delay,
                 "stage": stages[-1] if stages else "(before any stage)",
                 "orphans": len(stage_processes(work)),
+                "lingered": lingered,
                 "resumed": re.findall(
                     r"resuming (?:the pass )?from (?:the|its) snapshot at \w+ (\d+)", text
                 ),
@@ -146,6 +147,16 @@ def kill_repeatedly(
         for pid in stage_processes(work):  # never let an orphan spoil the next run
             os.kill(pid, signal.SIGKILL)
     return kills
+
+
+def wait_for_stages_to_end(work: Path, seconds: float) -> float:
+    """Seconds until no stage process of `work` is left (at most `seconds`). A stage killed
+    while still importing notices its parent is gone when it reaches the CLI, before it
+    writes anything."""
+    began = time.perf_counter()
+    while stage_processes(work) and time.perf_counter() - began < seconds:
+        time.sleep(0.1)
+    return time.perf_counter() - began
 
 
 def stage_processes(work: Path) -> list[int]:
