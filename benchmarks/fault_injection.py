@@ -201,12 +201,13 @@ def outputs(lock_file: Path) -> dict[str, str]:
 
 
 def report(kills: list[dict[str, Any]], results: dict[str, bool]) -> int:
-    print("\n| kill | after (s) | stage running | orphans | this run resumed at |")
-    print("|---:|---:|---|---:|---|")
+    print("\n| kill | after (s) | stage running | stage gone after (s) | orphans | resumed at |")
+    print("|---:|---:|---|---:|---:|---|")
     for number, kill in enumerate(kills, 1):
         resumed = ", ".join(kill["resumed"]) or "-"
         print(
-            f"| {number} | {kill['delay']:.1f} | {kill['stage']} | {kill['orphans']} | {resumed} |"
+            f"| {number} | {kill['delay']:.1f} | {kill['stage']} | {kill['lingered']:.1f} | "
+            f"{kill['orphans']} | {resumed} |"
         )
     print("\n| check | result |\n|---|---|")
     for name, passed in results.items():
