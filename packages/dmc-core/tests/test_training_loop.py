@@ -108,6 +108,7 @@ def test_curves_replace_a_relogged_step_and_write_no_nan_into_json(tmp_path: Pat
     curves.log(1, {"a/x": 1.0})
     curves.log(2, {"a/x": 2.0})
     curves.log(2, {"a/x": float("nan")})
+    curves.write_summary()
     rows = (tmp_path / "live" / "plots" / "metrics" / "a" / "x.tsv").read_text().splitlines()
     assert rows == ["step\tx", "1\t1.0", "2\tnan"]
     assert json.loads((tmp_path / "live" / "metrics.json").read_text()) == {

@@ -100,7 +100,7 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
     save_critic(
         out / "critic.safetensors", critic, {"pass": args.name, "online": spec.online.enabled}
     )
-    progress.write_timing(out / TIMING_FILE)
+    progress.finish(out / TIMING_FILE)
     resume.clear()
 
 

@@ -72,10 +72,13 @@ class PassProgress:
         self.bar.n = int(record["updates"])
         self.bar.refresh()
 
-    def write_timing(self, path: Path) -> None:
-        """The pass's whole time, for `timing.json` (a file no stage depends on)."""
+    def finish(self, timing: Path) -> None:
+        """The curves' `metrics.json`, and the pass's whole time in `timing` (a file no stage
+        depends on)."""
+        if self.curves is not None:
+            self.curves.write_summary()
         seconds = self.seconds()
-        timing = {
+        record = {
             "stage": "align",
             "name": self.name,
             "seconds": round(seconds, 2),
@@ -83,4 +86,4 @@ class PassProgress:
             "seconds_per_update": round(seconds / max(1, self.bar.n), 4),
             "resumed_at": self.resumed_at,
         }
-        atomic_write_text(path, json.dumps(timing, indent=2) + "\n")
+        atomic_write_text(timing, json.dumps(record, indent=2) + "\n")

@@ -37,8 +37,6 @@ class Curves:
         shutil.rmtree(directory, ignore_errors=True)
         for name in self.rows:
             self._write_curve(name)
-        if self.rows:
-            self.write_summary()
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         """Record `values` at `step` (a step logged again replaces its earlier row)."""
@@ -46,7 +44,6 @@ class Curves:
             rows = [row for row in self.rows.setdefault(name, []) if row[0] < step]
             self.rows[name] = [*rows, (step, float(value))]
             self._write_curve(name)
-        self.write_summary()
 
     def state(self) -> dict[str, list[list[float]]]:
         """Every row, JSON-ready (what a snapshot keeps)."""
@@ -57,7 +54,8 @@ class Curves:
         return {name: rows[-1][1] for name, rows in self.rows.items() if rows}
 
     def write_summary(self, extra: Mapping[str, Any] | None = None) -> None:
-        """`metrics.json`: the latest values nested at `/`, the last step, and `extra`."""
+        """`metrics.json`: the latest values nested at `/`, the last step, and `extra` (written
+        once, when the run ends: DVC reads it only then)."""
         summary: dict[str, Any] = {}
         for name, value in self.latest().items():
             *parents, leaf = name.split("/")

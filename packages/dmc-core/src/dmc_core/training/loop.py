@@ -108,8 +108,7 @@ class ResumableRun:
     def train(self, stop_after: int | None = None) -> Path | None:
         """Train to `schedule.steps` (or stop early after `stop_after` steps, leaving a
         snapshot). Returns the final artefact, or None when stopped early."""
-        start = self.restore_state()
-        record = self.snapshot.record() if start else {}
+        start, record = self.snapshot.resume(*self.trained())
         if start and self.world.is_main:
             log.info("%s: resuming from the snapshot at step %d", self.name, start)
         total, every = self.schedule.steps, self.schedule.checkpoint_every

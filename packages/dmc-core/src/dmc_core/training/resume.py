@@ -77,9 +77,15 @@ class Snapshot:
 
     def restore(self, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer) -> int:
         """Load a matching snapshot into the objects and return its step (0: none to resume)."""
+        return self.resume(model, ema, optimizer)[0]
+
+    def resume(
+        self, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer
+    ) -> tuple[int, dict[str, Any]]:
+        """`restore`, also returning the snapshot's record ((0, {}) when there is none)."""
         found = self.read()
         if found is None:
-            return 0
+            return 0, {}
         step, tensors, record = found
         model.load_state_dict(unprefixed(tensors, "model/"))
         if ema is not None:
@@ -87,12 +93,7 @@ class Snapshot:
             ema.shadow = {k: v.to(device) for k, v in unprefixed(tensors, "ema/").items()}
             ema.updates = int(record["ema_updates"])
         load_optimizer_tensors(optimizer, unprefixed(tensors, "optim/"))
-        return step
-
-    def record(self) -> dict[str, Any]:
-        """The JSON record saved with a matching snapshot ({} when there is none)."""
-        found = self.read(tensors=False)
-        return found[2] if found is not None else {}
+        return step, record
 
     def write(self, step: int, tensors: Mapping[str, Tensor], record: Mapping[str, Any]) -> None:
         """Write any named tensors and a JSON record as the state after `step` (atomically)."""
