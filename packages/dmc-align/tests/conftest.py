@@ -17,7 +17,7 @@ from dmc_core.models.spec import FormulationSpec
 from dmc_core.seeding import torch_generator
 from dmc_core.testing import torch_threads
 from dmc_critic import CriticSpec, IQLCritic, build_critic
-from dmc_envs.nav1d import Nav1DTask, UniformPolicy, rollout
+from dmc_envs.nav1d import ENV_ID, Nav1DTask, UniformPolicy, rollout
 
 SPECS = {
     "policy": ModelSpec(
@@ -50,7 +50,7 @@ def nav1d_dataset(episodes: int = 40, horizon: int = 8) -> TransitionDataset:
     rng = np.random.default_rng(0)
     policy = UniformPolicy()
     data = rollout(task, policy, rng.uniform(-1.0, 1.0, size=episodes), rng)
-    attrs = {"env_kwargs": task.params, "behavior_policy_spec": policy.to_dict()}
+    attrs = {"env_id": ENV_ID, "env_kwargs": task.params, "behavior_policy_spec": policy.to_dict()}
     return TransitionDataset(**data, attrs=attrs)
 
 

@@ -19,6 +19,7 @@ from dmc_core.models import WindowSampler
 from dmc_core.seeding import torch_generator
 from dmc_critic import IQLCritic
 from dmc_envs.nav1d import Nav1DTask
+from dmc_envs.tasks import build_task
 
 
 def context(model, critic: IQLCritic, dataset: TransitionDataset, **knobs) -> AlignContext:
@@ -181,7 +182,7 @@ def test_a_nan_reward_is_a_collapse(dataset: TransitionDataset, critic: IQLCriti
 
 def test_plan_return_sums_the_task_rewards_of_the_planned_states(tiny) -> None:
     task = Nav1DTask.from_params(horizon=8)
-    reward = PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
+    reward = PlanReturn(build_task("nav1d", {"horizon": 8}).plan_reward)
     model = tiny("diffuser")
     states = torch.tensor([[0.1], [0.2], [0.3], [0.4]])
     plan = torch.cat(
@@ -208,7 +209,7 @@ def test_dynamics_consistency_charges_the_broken_transitions_of_a_plan(tiny) -> 
     model = tiny("diffuser")
     constant = DynamicsConsistent(
         lambda m, z0, h: torch.full((z0.shape[0],), 3.0),
-        lambda s, a: s + 0.2 * a,
+        lambda s, a: s[:, 1:, 0] - (s[:, :-1, 0] + 0.2 * a[:, :-1, 0]),
         width=0.05,
         weight=2.0,
     )
@@ -221,7 +222,7 @@ def test_dynamics_consistency_charges_the_broken_transitions_of_a_plan(tiny) -> 
 
 
 def test_dynamics_consistency_needs_a_planner(tiny) -> None:
-    reward = DynamicsConsistent(QFirstAction, lambda s, a: s + a, width=0.05, weight=1.0)
+    reward = DynamicsConsistent(QFirstAction, lambda s, a: s[:, 1:, 0], width=0.05, weight=1.0)
     model = tiny("policy")
     with pytest.raises(ValueError, match="needs a planner"):
         reward.kernel(model, torch.zeros(1, model.horizon, model.transition_dim))

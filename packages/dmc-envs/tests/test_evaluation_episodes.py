@@ -17,34 +17,34 @@ from dmc_envs.evaluation import (
     RandomProposer,
     Selection,
     roll_out,
-    start_states,
 )
-from dmc_envs.nav1d import Nav1DSolution, Nav1DTask, UniformPolicy, rollout, solve
+from dmc_envs.nav1d import Nav1DSolution, Nav1DTask, UniformPolicy, rollout
+from dmc_envs.tasks import build_task
+from dmc_envs.tasks.nav1d import Nav1D
 
 
 @pytest.fixture(scope="module")
-def solution() -> Nav1DSolution:
-    return solve(Nav1DTask.from_params())
+def nav1d() -> Nav1D:
+    return build_task("nav1d", {})  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def solution(nav1d: Nav1D) -> Nav1DSolution:
+    return nav1d.solution
 
 
 def score(solution: Nav1DSolution, proposer, selection: Selection, episodes: int, scorer=None):
-    result = roll_out(
-        solution.task,
-        proposer,
-        selection,
-        scorer,
-        UniformPolicy(),
-        episodes=episodes,
-        seed=7,
-        coherency_width=0.05,
-    )
-    return result, solution.normalized_score(result.returns.mean())
+    task = build_task("nav1d", solution.task.params)
+    result = roll_out(task, proposer, selection, scorer, episodes=episodes, seed=7)
+    return result, task.returns.normalized(result.returns.mean())
 
 
 def test_the_optimal_policy_scores_100(solution: Nav1DSolution) -> None:
     result, value = score(solution, OptimalProposer(solution), Selection("none", 1), 64)
     assert value == pytest.approx(100.0, abs=1.0)
-    assert result.positions.shape == (64, solution.task.horizon + 1)
+    horizon = solution.task.horizon
+    assert [len(e) for e in result.observations()] == [horizon + 1] * 64
+    assert len(result.transitions) == 64 * horizon and result.transitions.num_episodes == 64
 
 
 def test_uniform_random_actions_score_about_zero(solution: Nav1DSolution) -> None:
@@ -108,10 +108,13 @@ def test_rules_that_need_a_critic_say_so(solution: Nav1DSolution) -> None:
         score(solution, Recording(solution), Selection("q_argmax", 4), 2)
 
 
-def test_start_states_are_uniform_and_seeded() -> None:
-    first, again = start_states(1000, 3), start_states(1000, 3)
+def test_start_states_are_uniform_and_seeded(nav1d: Nav1D) -> None:
+    first, _ = nav1d.make_vector_env(1000).reset(seed=3)
+    again, _ = nav1d.make_vector_env(1000).reset(seed=3)
     np.testing.assert_array_equal(first, again)
-    assert first.min() >= -1.0 and first.max() <= 1.0 and abs(first.mean()) < 0.1
+    starts = np.random.default_rng(3).uniform(-1, 1, 1000).astype(np.float32)
+    np.testing.assert_array_equal(first[:, 0], starts)
+    assert first.min() >= -1.0 and first.max() <= 1.0 and abs(first[:, 0].mean()) < 0.1
 
 
 @pytest.mark.parametrize("kind", ["diffuser", "diffusion_policy"])

@@ -23,7 +23,8 @@ from dmc_core.testing import torch_threads
 from dmc_core.training import World
 from dmc_critic import CriticSpec, CriticTrainSpec, TransitionSampler, build_critic, fit_iql
 from dmc_envs.evaluation import ModelProposer, Selection, roll_out
-from dmc_envs.nav1d import Nav1DTask, UniformPolicy, rollout, solve
+from dmc_envs.nav1d import Nav1DTask, UniformPolicy, rollout
+from dmc_envs.tasks import build_task
 
 
 @pytest.fixture
@@ -42,7 +43,6 @@ def test_q_argmax_with_16_candidates_beats_one_sample_for_a_foundation_diffuser(
     tmp_path: Path, two_threads: None
 ) -> None:
     task = Nav1DTask.from_params()
-    solution = solve(task)
     dataset = full_dataset(task, 1000)
     spec = ModelSpec(
         kind="diffuser",
@@ -61,17 +61,9 @@ def test_q_argmax_with_16_candidates_beats_one_sample_for_a_foundation_diffuser(
     proposer = ModelProposer(load_model(tmp_path / "diffuser" / "model.safetensors"))
 
     def score(selection: Selection) -> float:
-        result = roll_out(
-            task,
-            proposer,
-            selection,
-            critic.q,
-            UniformPolicy(),
-            episodes=32,
-            seed=1000,
-            coherency_width=0.05,
-        )
-        return float(solution.normalized_score(result.returns.mean()))
+        nav1d = build_task("nav1d", task.params)
+        result = roll_out(nav1d, proposer, selection, critic.q, episodes=32, seed=1000)
+        return float(nav1d.returns.normalized(result.returns.mean()))
 
     one, best = score(Selection("none", 1)), score(Selection("q_argmax", 16))
     print(f"normalised score: none @ 1 {one:.1f}, q_argmax @ 16 {best:.1f}")

@@ -11,8 +11,8 @@ import yaml
 
 from dmc_core.data import read_dataset
 from dmc_core.testing import check_entry_point, run_module
-from dmc_envs.make_dataset import episode_positions
 from dmc_envs.nav1d import Nav1DTask, policy_from_dict
+from dmc_envs.pictures import episode_observations
 from dmc_envs.stages import STAGES
 
 PARAMS = {
@@ -79,10 +79,13 @@ def test_same_params_give_byte_identical_datasets(tmp_path: Path) -> None:
     assert first == run_stage(tmp_path / "b", "tiny")[2].read_bytes()
 
 
-def test_episode_positions_rebuild_the_trajectories(tmp_path: Path) -> None:
+def test_episode_observations_rebuild_the_trajectories(tmp_path: Path) -> None:
     out = run_stage(tmp_path, "tiny")[2]
     data = read_dataset(out)
-    positions = episode_positions(data)
+    episodes = episode_observations(
+        data.observations, data.next_observations, data.episode_slices()
+    )
+    positions = np.stack([episode[:, 0] for episode in episodes])
     assert positions.shape == (20, 7)
     np.testing.assert_array_equal(positions[:, 1:], data.next_observations[:, 0].reshape(20, 6))
 
@@ -93,5 +96,5 @@ def test_unknown_dataset_name_and_bad_values_name_the_key(tmp_path: Path) -> Non
     bad = yaml.safe_load(yaml.safe_dump(PARAMS))
     bad["make_dataset"]["datasets"]["tiny"]["behaviour"] = "greedy"
     code, err, _ = run_stage(tmp_path, "tiny", bad)
-    assert code == 2 and "make_dataset.datasets.tiny.behaviour: 'greedy' is not one of" in err
+    assert code == 2 and "task 'nav1d' (dmc/Nav1D-v0) has no behaviour 'greedy'" in err
     assert "Traceback" not in err and not out.exists()

@@ -30,21 +30,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dmc_align.conditions import ConditionPool
 from dmc_align.lora import attach_lora, load_adapters, merged_copy, save_adapters
 from dmc_align.methods import AlignContext, build_method
 from dmc_align.online import OnlineTuner
 from dmc_align.progress import PassProgress
 from dmc_align.refinement import ObservedReward, RefinedConditions, Refinement
-from dmc_align.rewards import (
-    DynamicsConsistent,
-    NextState,
-    PlanReturn,
-    QFirstAction,
-    RewardModel,
-)
+from dmc_align.rewards import DynamicsConsistent, PlanReturn, QFirstAction, RewardModel
 from dmc_align.schedule import PassOutcome, PassRunner
 from dmc_align.snapshots import PassSnapshot, Stateful
 from dmc_align.sources import check_learned_from
@@ -60,8 +52,7 @@ from dmc_core.seeding import torch_generator
 from dmc_core.training import Snapshot, choose_device, fingerprint
 from dmc_core.training.loop import TIMING_FILE
 from dmc_critic import IQLCritic, load_critic, save_critic
-from dmc_envs.evaluation.evaluate import Nav1DBench
-from dmc_envs.nav1d.task import Nav1DTask
+from dmc_envs.tasks import Task, task_for_dataset
 
 __all__ = ["align", "run_pass"]
 
@@ -151,13 +142,13 @@ def run_pass(
     if isinstance(model, Refinement):  # each history with a sample of the source to refine
         conditions = RefinedConditions(conditions, model, torch_generator(seed + 1))
     windows = WindowSampler(dataset, model.horizon, model.history_len)
-    context = AlignContext(model, _reward(spec, model, dataset, critic), spec, windows)
+    # The task is built only when the pass needs a piece of it: q_first_action offline needs none.
+    task = _task(name, spec, dataset) if _needs_task(spec) else None
+    context = AlignContext(model, _reward(name, spec, model, critic, task), spec, windows)
     online = None
     if spec.online.enabled:
-        bench = Nav1DBench.from_dataset(dataset, spec.dataset)
-        online = OnlineTuner(
-            spec.online, model, critic, dataset, bench.task, bench.behaviour, conditions, seed
-        )
+        assert task is not None
+        online = OnlineTuner(spec.online, model, critic, dataset, task, conditions, seed)
     if progress is None:
         progress = PassProgress(name, spec, None)
     parts: dict[str, Stateful] = {"progress": progress}
@@ -187,28 +178,36 @@ def run_pass(
     return outcome
 
 
+def _needs_task(spec: PassSpec) -> bool:
+    return spec.online.enabled or spec.reward == "plan_return" or spec.dynamics_weight > 0
+
+
+def _task(name: str, spec: PassSpec, dataset: TransitionDataset) -> Task:
+    """The dataset's task, with every piece this pass needs (else an error naming it)."""
+    task = task_for_dataset(dataset.attrs, f"align.passes.{name}.dataset '{spec.dataset}'")
+    if spec.reward == "plan_return":
+        task.require("plan_reward", f"align.passes.{name}.reward plan_return")
+    if spec.dynamics_weight > 0:
+        task.require("differentiable_dynamics", f"align.passes.{name}.dynamics_weight > 0")
+    return task
+
+
 def _reward(
-    spec: PassSpec, model: ControlModel, dataset: TransitionDataset, critic: IQLCritic
+    name: str, spec: PassSpec, model: ControlModel, critic: IQLCritic, task: Task | None
 ) -> RewardModel:
     if model.role != "planner" and (spec.reward == "plan_return" or spec.dynamics_weight > 0):
         knob = "reward plan_return" if spec.dynamics_weight == 0 else "dynamics_weight > 0"
         raise ConfigError(f"{knob} needs a planner; '{spec.model}' is a {model.kind}")
-    task = Nav1DBench.from_dataset(dataset, spec.dataset).task
-    reward: RewardModel = (
-        QFirstAction(critic)
-        if spec.reward == "q_first_action"
-        else PlanReturn(torch.tensor(task.reward_means), torch.tensor(task.reward_widths))
-    )
+    reward: RewardModel = QFirstAction(critic)
+    if spec.reward == "plan_return":
+        assert task is not None and task.plan_reward is not None
+        reward = PlanReturn(task.plan_reward)
     if spec.dynamics_weight > 0:
+        assert task is not None and task.differentiable_dynamics is not None
         reward = DynamicsConsistent(
-            reward, _differentiable_dynamics(task), spec.dynamics_width, spec.dynamics_weight
+            reward, task.differentiable_dynamics, spec.dynamics_width, spec.dynamics_weight
         )
     return ObservedReward(reward) if isinstance(model, Refinement) else reward
-
-
-def _differentiable_dynamics(task: Nav1DTask) -> NextState:
-    """Nav1D's s' = clip(s + gamma clip(a, -1, 1), -1, 1) on tensors (raw units)."""
-    return lambda s, a: (s + task.step_size * a.clamp(-1.0, 1.0)).clamp(-1.0, 1.0)
 
 
 def _check_method(name: str, spec: PassSpec, model: ControlModel) -> None:

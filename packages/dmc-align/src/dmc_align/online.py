@@ -1,11 +1,15 @@
 """Online fine-tuning (spec §4.6): roll the model out, add the data, keep training the critic.
 
 Every `online.every` updates of a pass, the current model (one sample per decision) plays
-`online.episodes` Nav1D episodes from uniform start states. Their transitions join an online
-buffer; the critic then takes `online.critic_steps` IQL updates on batches that draw
-`online_fraction` of their rows from that buffer and the rest from the offline dataset; and the
-histories the rollouts visited join the pass's training conditions. So on a dataset with partial
-coverage the critic learns about the states the aligned model actually reaches.
+`online.episodes` episodes of the dataset's task through its vector environment, with
+terminations and time-limit ends recorded as the dataset layout records them. Their transitions
+join an online buffer; the critic then takes `online.critic_steps` IQL updates on batches that
+draw `online_fraction` of their rows from that buffer and the rest from the offline dataset; and
+the histories the rollouts visited join the pass's training conditions. So on a dataset with
+partial coverage the critic learns about the states the aligned model actually reaches.
+
+The offline dataset is put on the critic's device once; a round copies only the buffer, so its
+cost grows with the new data and not with the dataset.
 """
 
 from __future__ import annotations
@@ -30,37 +34,17 @@ from dmc_core.training.resume import (
     unprefixed,
 )
 from dmc_critic import IQLCritic, TransitionSampler
+from dmc_critic.batches import TransitionBatch
 from dmc_critic.fit import critic_optimizer, train_step
+from dmc_critic.rewards import reward_factor
 from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
-from dmc_envs.nav1d import Nav1DTask
-from dmc_envs.nav1d.behaviour import BehaviourPolicy
+from dmc_envs.tasks import Task
 
-__all__ = ["OnlineTuner", "episodes_to_dataset"]
+__all__ = ["OnlineTuner"]
 
 log = logging.getLogger(__name__)
-
-
-def episodes_to_dataset(task: Nav1DTask, result: EpisodeResult) -> TransitionDataset:
-    """The transitions of rolled-out episodes in the dataset layout (time-limit ends).
-
-    Shapes:
-        result.positions (E, H + 1), result.actions (E, H) -> E x H rows.
-    """
-    episodes, horizon = result.actions.shape
-    t = np.broadcast_to(np.arange(horizon), (episodes, horizon))
-    states, next_states = result.positions[:, :-1], result.positions[:, 1:]
-    timeouts = np.zeros((episodes, horizon), dtype=bool)
-    timeouts[:, -1] = True
-    return TransitionDataset(
-        observations=task.observe(states, t).reshape(-1, 2),
-        actions=result.actions.reshape(-1, 1).astype(np.float32),
-        rewards=task.reward(t, next_states).reshape(-1).astype(np.float32),
-        terminals=np.zeros(episodes * horizon, dtype=bool),
-        timeouts=timeouts.reshape(-1),
-        next_observations=task.observe(next_states, t + 1).reshape(-1, 2),
-    )
 
 
 def _proposer(model: ControlModel) -> Proposer:
@@ -86,15 +70,15 @@ class OnlineTuner:
         model: ControlModel,
         critic: IQLCritic,
         dataset: TransitionDataset,
-        task: Nav1DTask,
-        behaviour: BehaviourPolicy,
+        task: Task,
         conditions: ConditionPool | RefinedConditions,
         seed: int,
     ) -> None:
         """Keep what the rounds need; the critic gets its own optimiser (IQL's lr)."""
         self.spec, self.model, self.critic = spec, model, critic
-        self.dataset, self.task, self.behaviour = dataset, task, behaviour
+        self.dataset, self.task = dataset, task
         self.conditions, self.seed = conditions, seed
+        self._offline: TransitionSampler | None = None  # built at the first round
         self.buffer: TransitionDataset | None = None
         self.rounds = 0
         self.optimizer = critic_optimizer(critic, critic.spec.train)
@@ -111,7 +95,7 @@ class OnlineTuner:
         """Roll out, grow the buffer and the conditions, train the critic."""
         self.rounds += 1
         result = self.roll_out()
-        new = episodes_to_dataset(self.task, result)
+        new = result.transitions
         self.buffer = new if self.buffer is None else _concatenate(self.buffer, new)
         self.conditions.extend(_histories(new, self.model.history_len))
         self.returns.append(float(result.returns.mean()))
@@ -133,10 +117,8 @@ class OnlineTuner:
                     proposer,
                     Selection("none", 1),
                     None,
-                    self.behaviour,
                     episodes=self.spec.episodes,
                     seed=self.seed + 7919 * self.rounds,
-                    coherency_width=0.05,
                 )
         finally:
             self.model.train()
@@ -166,8 +148,12 @@ class OnlineTuner:
     def train_critic(self) -> None:
         """`critic_steps` IQL updates on offline + online rows in the configured mixture."""
         assert self.buffer is not None
-        combined = _concatenate(self.dataset, self.buffer)
-        sampler = TransitionSampler(combined, self.critic.spec, _device(self.critic))
+        device, spec = _device(self.critic), self.critic.spec
+        if self._offline is None:
+            self._offline = TransitionSampler(self.dataset, spec, device)
+        # The buffer's rewards are scaled like the dataset's, whatever the buffer's own spread.
+        factor = reward_factor(self.dataset, spec)
+        fresh = TransitionSampler(self.buffer, spec, device, factor=factor)
         offline, online = len(self.dataset), len(self.buffer)
         generator = torch.Generator().manual_seed(self.seed + self.rounds)
         batch = self.spec.critic_batch
@@ -177,13 +163,10 @@ class OnlineTuner:
             parameter.requires_grad_(True)
         self.critic.train()
         for _ in range(self.spec.critic_steps):
-            rows = torch.cat(
-                [
-                    torch.randint(offline, (batch - from_online,), generator=generator),
-                    offline + torch.randint(online, (from_online,), generator=generator),
-                ]
-            )
-            train_step(self.critic, self.optimizer, sampler.batch(rows.to(sampler.device)))
+            old = torch.randint(offline, (batch - from_online,), generator=generator)
+            new = torch.randint(online, (from_online,), generator=generator)
+            rows = self._offline.batch(old.to(device)), fresh.batch(new.to(device))
+            train_step(self.critic, self.optimizer, TransitionBatch.concatenate(*rows))
         self.critic.eval()
         for parameter in trainable:
             parameter.requires_grad_(False)

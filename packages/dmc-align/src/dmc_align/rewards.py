@@ -2,7 +2,7 @@
 
 - `q_first_action`: the critic's Q(s, a_0) of the sample's first action at the current
   observation (every model kind).
-- `plan_return`: the task's return along the planned trajectory, sum_k r(t + k, s_{k+1}), for
+- `plan_return`: the task's return along the planned trajectory (`Task.plan_reward`), for
   planners (only as honest as the plan is coherent: the critic never sees it).
 - `DynamicsConsistent`: either of them, for planners, minus a weight x the share of the plan's
   transitions that break the dynamics. Q of the first action is blind to the rest of the plan, so
@@ -15,7 +15,6 @@ it rewards spread, so every method that ranks or weights by reward sees it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -23,6 +22,7 @@ from torch import Tensor
 
 from dmc_core.models import ControlModel
 from dmc_critic import IQLCritic
+from dmc_envs.tasks import PlanReward, TorchDynamics
 
 __all__ = [
     "DynamicsConsistent",
@@ -32,9 +32,6 @@ __all__ = [
     "entropy_bonus",
     "nearest_neighbour_log",
 ]
-
-#: s_{t+1} = T(s_t, a_t) of a task, in raw units, differentiable. Shapes: (B, k) -> (B, k).
-NextState = Callable[[Tensor, Tensor], Tensor]
 
 
 class RewardModel(Protocol):
@@ -72,43 +69,33 @@ class QFirstAction:
 
 
 class PlanReturn:
-    """The return of the planned states under a task's reward field (planners only).
+    """The task's return along the planned states (planners only; `Task.plan_reward`)."""
 
-    `means[t]`, `widths[t]` score the state reached by step t as exp(-(s - mu)^2 / 2 sigma^2)
-    (Nav1D); the time of the plan's first state is read from the observation's t/H feature.
-    """
-
-    def __init__(self, means: Tensor, widths: Tensor) -> None:
-        """Keep the reward field (H,) tensors."""
-        self.means, self.widths = means.float(), widths.float()
-        self.horizon = int(means.shape[0])
+    def __init__(self, plan_reward: PlanReward) -> None:
+        """Keep the task's plan reward."""
+        self.plan_reward = plan_reward
 
     def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
-        """Sum of the rewards of the planned next states that fall inside the episode."""
+        """The plan's return from the decision's newest observation."""
         if model.role != "planner":
             raise ValueError(f"plan_return needs a planner, {model.kind} plans nothing")
         states, _ = model.decode_plan(z0)  # type: ignore[attr-defined]
-        start = torch.round(history[:, -1, -1] * self.horizon).long()
-        steps = start[:, None] + torch.arange(states.shape[1] - 1, device=z0.device)
-        inside = steps < self.horizon
-        index = steps.clamp(max=self.horizon - 1)
-        mean, width = self.means.to(z0.device)[index], self.widths.to(z0.device)[index]
-        reached = states[:, 1:, 0]
-        rewards = torch.exp(-0.5 * ((reached - mean) / width) ** 2)
-        return (rewards * inside).sum(dim=1)
+        return self.plan_reward(states, history[:, -1])
 
 
 class DynamicsConsistent:
     """A planner's reward minus `weight` x (1 - the plan's mean dynamics kernel).
 
-    The kernel of a planned transition is exp(-d^2 / 2 w^2) with d = s_{j+1} - T(s_j, a_j), the
+    The kernel of a planned transition is exp(-d^2 / 2 w^2) with d the task's gap between s_{j+1}
+    and T(s_j, a_j) (`Task.differentiable_dynamics`), the
     coherency measure of evaluation (paper Eq. 15): 1 for a plan the dynamics can carry out, 0 for
     one whose states jump. Rankings then prefer, among plans of similar reward, the coherent ones.
     """
 
-    def __init__(self, base: RewardModel, next_state: NextState, width: float, weight: float):
-        """Wrap `base`; `width` is the kernel's w in state units."""
-        self.base, self.next_state = base, next_state
+    def __init__(self, base: RewardModel, gaps: TorchDynamics, width: float, weight: float):
+        """Wrap `base`; `gaps` is the task's differentiable dynamics gap, `width` the kernel's
+        w in its units."""
+        self.base, self.gaps = base, gaps
         self.width, self.weight = width, weight
 
     def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
@@ -120,8 +107,7 @@ class DynamicsConsistent:
         if model.role != "planner":
             raise ValueError(f"dynamics consistency needs a planner, {model.kind} plans nothing")
         states, actions = model.decode_plan(z0)  # type: ignore[attr-defined]
-        position, action = states[..., 0], actions[..., 0]
-        gap = position[:, 1:] - self.next_state(position[:, :-1], action[:, :-1])
+        gap = self.gaps(states, actions)
         return torch.exp(-0.5 * (gap / self.width) ** 2).mean(dim=1)
 
 

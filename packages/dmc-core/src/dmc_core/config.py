@@ -85,6 +85,9 @@ class BaseConfig:
     """Settings shared by every stage (the `base` section of `params.yaml`)."""
 
     seed: int = knob(0, ge=0, doc="experiment seed; each stage seeds its random state from it")
+    task: str = knob(
+        "nav1d", doc="the task of this pipeline (a dmc_envs task name); names the data folders"
+    )
 
 
 def read_params(params_path: str | os.PathLike[str]) -> dict[str, Any]:

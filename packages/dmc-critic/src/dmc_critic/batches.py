@@ -32,6 +32,13 @@ class TransitionBatch:
     def __len__(self) -> int:
         return int(self.reward.shape[0])
 
+    @classmethod
+    def concatenate(cls, *batches: TransitionBatch) -> TransitionBatch:
+        """The rows of every batch, in order."""
+        return cls(
+            *(torch.cat([getattr(b, f) for b in batches]) for f in _FIELDS),
+        )
+
     def to(self, device: str | torch.device) -> TransitionBatch:
         """The same batch on `device`."""
         return TransitionBatch(
@@ -51,17 +58,22 @@ class TransitionSampler:
     """
 
     def __init__(
-        self, dataset: TransitionDataset, spec: CriticSpec, device: str | torch.device = "cpu"
+        self,
+        dataset: TransitionDataset,
+        spec: CriticSpec,
+        device: str | torch.device = "cpu",
+        factor: float | None = None,
     ) -> None:
-        """Copy the dataset's arrays to `device` as float32 tensors."""
+        """Copy the dataset's arrays to `device` as float32 tensors. `factor` replaces the
+        dataset's own reward normalisation factor (rows that join another dataset's)."""
         if len(dataset) == 0:
             raise ValueError("cannot sample from an empty dataset")
-        self.reward_factor = reward_factor(dataset, spec)
+        self.reward_factor = reward_factor(dataset, spec) if factor is None else factor
         self.device = torch.device(device)
         self.obs = _tensor(dataset.observations, self.device)
         self.act = _tensor(dataset.actions, self.device)
         self.next_obs = _tensor(dataset.next_observations, self.device)
-        self.reward = _tensor(transform_rewards(dataset, spec), self.device)
+        self.reward = _tensor(transform_rewards(dataset, spec, self.reward_factor), self.device)
         self.done = _tensor(done_flags(dataset, spec.terminal_on_timeout), self.device)
 
     def __len__(self) -> int:
@@ -85,6 +97,9 @@ class TransitionSampler:
             next_obs=self.next_obs[rows],
             done=self.done[rows],
         )
+
+
+_FIELDS = ("obs", "act", "reward", "next_obs", "done")
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> Tensor:

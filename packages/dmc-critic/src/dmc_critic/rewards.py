@@ -43,9 +43,14 @@ def reward_factor(dataset: TransitionDataset, spec: CriticSpec) -> float:
     return spec.reward_range_target / spread
 
 
-def transform_rewards(dataset: TransitionDataset, spec: CriticSpec) -> np.ndarray:
-    """The training rewards r' = scale * (factor * r) + shift. Shapes: (N,) float32."""
-    rewards = np.asarray(dataset.rewards, dtype=np.float64) * reward_factor(dataset, spec)
+def transform_rewards(
+    dataset: TransitionDataset, spec: CriticSpec, factor: float | None = None
+) -> np.ndarray:
+    """The training rewards r' = scale * (factor * r) + shift, with the dataset's own factor
+    unless one is given. Shapes: (N,) float32."""
+    if factor is None:
+        factor = reward_factor(dataset, spec)
+    rewards = np.asarray(dataset.rewards, dtype=np.float64) * factor
     return (spec.reward_scale * rewards + spec.reward_shift).astype(np.float32)
 
 

@@ -7,10 +7,7 @@ from dataclasses import dataclass
 
 from dmc_core.config import BaseConfig, knob
 
-__all__ = ["BEHAVIOURS", "DatasetSpec", "MakeDatasetConfig", "Nav1DConfig"]
-
-#: Behaviour policies a dataset can be collected with.
-BEHAVIOURS = ("uniform", "noisy_optimal")
+__all__ = ["DatasetSpec", "MakeDatasetConfig", "Nav1DConfig"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +23,21 @@ class Nav1DConfig:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How one dataset is collected: behaviour policy, episodes, start states, seed."""
+    """How one dataset is collected: the task's behaviour, how much, the seed (and Nav1D's
+    start interval and noise)."""
 
-    behaviour: str = knob("uniform", choices=BEHAVIOURS, doc="behaviour policy")
-    episodes: int = knob(2000, ge=1, doc="number of episodes")
-    start_low: float = knob(-1.0, ge=-1.0, le=1.0, doc="start states ~ U[start_low, start_high]")
-    start_high: float = knob(1.0, ge=-1.0, le=1.0, doc="start states ~ U[start_low, start_high]")
-    noise_std: float = knob(0.2, gt=0.0, doc="noisy_optimal: std of the action noise")
+    behaviour: str = knob(
+        "uniform",
+        doc="behaviour policy of the task's recipe (nav1d: uniform, noisy_optimal; "
+        "mujoco: uniform, D4RL's random)",
+    )
+    episodes: int = knob(2000, ge=1, doc="number of episodes (when transitions is 0)")
+    transitions: int = knob(
+        0, ge=0, doc="rows to collect, the last episode cut as a timeout (0: whole episodes)"
+    )
+    start_low: float = knob(-1.0, ge=-1.0, le=1.0, doc="nav1d: starts ~ U[start_low, start_high]")
+    start_high: float = knob(1.0, ge=-1.0, le=1.0, doc="nav1d: starts ~ U[start_low, start_high]")
+    noise_std: float = knob(0.2, gt=0.0, doc="nav1d noisy_optimal: std of the action noise")
     seed: int = knob(0, ge=0, doc="seed of the start states and the behaviour's actions")
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
@@ -53,10 +58,11 @@ def _paper_datasets() -> dict[str, DatasetSpec]:
 
 @dataclass(frozen=True)
 class MakeDatasetConfig:
-    """Stage `make_dataset`: collect Nav1D datasets in the D4RL layout."""
+    """Stage `make_dataset`: collect datasets of the pipeline's task (`base.task`) by its
+    recipes, in the D4RL layout."""
 
     base: BaseConfig = knob(factory=BaseConfig)
     nav1d: Nav1DConfig = knob(factory=Nav1DConfig)
     datasets: dict[str, DatasetSpec] = knob(factory=_paper_datasets)
-    optimum_grid_per_step: int = knob(40, ge=1, le=1000, doc="DP grid points per step size")
-    plot_trajectories: int = knob(40, ge=0, doc="dataset trajectories drawn on the reward field")
+    optimum_grid_per_step: int = knob(40, ge=1, le=1000, doc="nav1d: DP grid points per step")
+    plot_trajectories: int = knob(40, ge=0, doc="dataset trajectories drawn in the picture")

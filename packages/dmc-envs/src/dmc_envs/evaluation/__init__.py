@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dmc_envs.evaluation.baselines import OptimalProposer, RandomProposer
-from dmc_envs.evaluation.coherency import plan_coherency, policy_coherency
+from dmc_envs.evaluation.coherency import (
+    PlanCoherency,
+    PolicyCoherency,
+    coherency_probe,
+)
 from dmc_envs.evaluation.config import (
     Budget,
     EvalProtocol,
@@ -12,7 +16,7 @@ from dmc_envs.evaluation.config import (
     SummarizeConfig,
 )
 from dmc_envs.evaluation.entropy import histogram_entropy
-from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out, start_states
+from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
 from dmc_envs.evaluation.proposers import ModelProposer, Proposal, Proposer
 
 __all__ = [
@@ -22,15 +26,15 @@ __all__ = [
     "EvaluateConfig",
     "ModelProposer",
     "OptimalProposer",
+    "PlanCoherency",
+    "PolicyCoherency",
     "Proposal",
     "Proposer",
     "RandomProposer",
     "RunSpec",
     "Selection",
     "SummarizeConfig",
+    "coherency_probe",
     "histogram_entropy",
-    "plan_coherency",
-    "policy_coherency",
     "roll_out",
-    "start_states",
 ]

@@ -100,10 +100,16 @@ class EvalProtocol:
     sweep_rules: list[str] = knob(factory=_sweep_rules, doc="rules of the candidates sweep")
     sweep_candidates: list[int] = knob(factory=_sweep_candidates, doc="candidates swept")
     softmax_temperature: float = knob(0.1, gt=0.0, doc="q_softmax: temperature, Q units")
-    coherency_width: float = knob(0.05, gt=0.0, doc="planners: dynamics kernel width")
+    coherency_width: float = knob(
+        0.05, gt=0.0, doc="planners: dynamics kernel width, in the task's state-gap units"
+    )
+    coherency_every: int = knob(1, ge=1, doc="measure coherency at every k-th decision")
+    coherency_plans: int = knob(
+        0, ge=0, doc="planners: candidates per decision whose plans are checked (0: all)"
+    )
     entropy_candidates: int = knob(16, ge=2, doc="candidates drawn per start state for entropy")
     entropy_bins: int = knob(20, ge=2, doc="histogram bins over the action range, per dim")
-    plot_trajectories: int = knob(32, ge=0, doc="episodes drawn on the reward field")
+    plot_trajectories: int = knob(32, ge=0, doc="episodes drawn in each rule's picture")
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """Rules must be known; swept candidate counts positive."""

@@ -1,8 +1,11 @@
-"""Vectorised Nav1D evaluation: every episode and every candidate of a decision in one batch.
+"""Vectorised evaluation over a task's gymnasium vector environment.
 
-All episodes run in lock-step (Nav1D episodes have a fixed length), so each decision is one
-call of the proposer for the whole batch of episodes times candidates, one critic call to score
-the candidates and one selection; the environment step is a numpy expression over the batch.
+Each of the `episodes` environments plays one episode from its seeded reset. Every decision is
+one call of the proposer for all running episodes times their candidates, one critic call to
+score the candidates and one selection. Episodes end at different steps (terminations and
+truncations per environment): an ended episode stops deciding and its later steps are ignored,
+and the rollout ends when every episode has ended. Every executed transition is recorded in the
+dataset layout (online fine-tuning learns from it).
 
 References:
     "Maximize Your Diffusion", §4 (protocol: episodes x candidates, coherency, Eq. 15-16);
@@ -18,14 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dmc_core.data import TransitionDataset
 from dmc_core.seeding import torch_generator
 from dmc_critic import select_candidates
-from dmc_envs.evaluation.coherency import plan_coherency, policy_coherency
+from dmc_envs.evaluation.coherency import CoherencyProbe
 from dmc_envs.evaluation.proposers import Proposal, Proposer
-from dmc_envs.nav1d.behaviour import BehaviourPolicy
-from dmc_envs.nav1d.task import Nav1DTask
+from dmc_envs.pictures import episode_observations
+from dmc_envs.tasks import Task
 
-__all__ = ["EpisodeResult", "ObservationHistory", "Scorer", "Selection", "roll_out", "start_states"]
+__all__ = ["EpisodeResult", "ObservationHistory", "Scorer", "Selection", "roll_out"]
 
 Scorer = Callable[[Tensor, Tensor], Tensor]
 """Q(obs (N, obs_dim), action (N, act_dim)) -> (N,): the critic that ranks candidates."""
@@ -44,68 +48,144 @@ class Selection:
 class EpisodeResult:
     """What a batch of evaluation episodes produced.
 
+    `successes` is None where the task defines no success; `coherency` is None where it could
+    not be measured (`coherency_note` says why).
+
     Shapes:
-        returns: (episodes,); positions: (episodes, H + 1) the states visited;
-        actions: (episodes, H) the actions executed (online fine-tuning learns from them).
+        returns, lengths, successes: (episodes,); transitions: sum(lengths) rows, episode-major.
     """
 
     returns: np.ndarray
-    positions: np.ndarray
-    coherency: float
+    lengths: np.ndarray
+    successes: np.ndarray | None
+    coherency: float | None
+    coherency_note: str
     decisions: int
-    actions: np.ndarray
+    transitions: TransitionDataset
+
+    def observations(self) -> list[np.ndarray]:
+        """Every episode's observations, with the one after its last step appended."""
+        data = self.transitions
+        return episode_observations(
+            data.observations, data.next_observations, data.episode_slices()
+        )
 
 
-def start_states(episodes: int, seed: int) -> np.ndarray:
-    """The evaluation's start states: uniform on [-1, 1] (spec §5), from `seed`."""
-    return np.random.default_rng(seed).uniform(-1.0, 1.0, size=episodes)
+class _Recorder:
+    """The transitions of every step, kept time-major and gathered episode-major at the end."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, alive: np.ndarray, *arrays: np.ndarray) -> None:
+        """One environment step: which episodes were running, and obs, action, reward,
+        terminated, truncated, next obs of every environment."""
+        self.steps.append((alive.copy(), *(np.asarray(a).copy() for a in arrays)))
+
+    def dataset(self) -> TransitionDataset:
+        """Each episode's rows in order, episode after episode."""
+        alive = np.stack([step[0] for step in self.steps], axis=1)  # (E, T)
+        columns = [np.stack([step[k] for step in self.steps], axis=1) for k in range(1, 7)]
+        episode, time = np.nonzero(alive)  # row-major: episode-major, time inside
+        obs, act, rew, term, trunc, nxt = (c[episode, time] for c in columns)
+        return TransitionDataset(
+            observations=obs.astype(np.float32),
+            actions=act.astype(np.float32),
+            rewards=rew.astype(np.float32),
+            terminals=term.astype(bool),
+            timeouts=trunc.astype(bool) & ~term.astype(bool),
+            next_observations=nxt.astype(np.float32),
+        )
 
 
 def roll_out(
-    task: Nav1DTask,
+    task: Task,
     proposer: Proposer,
     selection: Selection,
     scorer: Scorer | None,
-    behaviour: BehaviourPolicy,
     *,
     episodes: int,
     seed: int,
-    coherency_width: float,
+    coherency: CoherencyProbe | None = None,
+    coherency_every: int = 1,
 ) -> EpisodeResult:
-    """Roll `proposer` out for `episodes` full episodes from `start_states(episodes, seed)`.
+    """Roll `proposer` out for `episodes` episodes of `task`, reset with `seed`.
 
-    Planners are scored on the dynamics coherency of their plans, policies on the behaviour
-    density of their candidates (see `dmc_envs.evaluation.coherency`).
+    `coherency` (if given) measures the candidates of every `coherency_every`-th decision.
     """
-    state = start_states(episodes, seed)
-    positions = [state.copy()]
-    returns = np.zeros(episodes)
-    history = ObservationHistory(task.observe(state, 0), proposer.history_len)
+    envs = task.make_vector_env(episodes)
+    try:
+        observation, _ = envs.reset(seed=seed)
+        steps = envs.step
+        act_dim = int(envs.single_action_space.shape[0])  # type: ignore[index]
+        return _play(
+            task,
+            steps,
+            observation,
+            act_dim,
+            proposer,
+            selection,
+            scorer,
+            seed,
+            coherency,
+            coherency_every,
+        )
+    finally:
+        envs.close()
+
+
+def _play(
+    task: Task,
+    step: Callable[[np.ndarray], tuple],
+    observation: np.ndarray,
+    act_dim: int,
+    proposer: Proposer,
+    selection: Selection,
+    scorer: Scorer | None,
+    seed: int,
+    coherency: CoherencyProbe | None,
+    every: int,
+) -> EpisodeResult:
+    """The decision loop of `roll_out` (see there)."""
+    count = observation.shape[0]
+    history = ObservationHistory(observation, proposer.history_len)
     sampling = torch_generator(seed, proposer.device)
     picking = torch_generator(seed + 1)
-    coherency: list[float] = []
-    actions: list[np.ndarray] = []
-    t = decisions = 0
-    while t < task.horizon:
-        proposal = proposer.propose(history.tensor(), selection.candidates, sampling)
-        chosen = _select(proposal, history.newest(), selection, scorer, picking)
-        coherency.append(_coherency(task, behaviour, proposal, state, t, coherency_width))
+    alive = np.ones(count, dtype=bool)
+    returns, lengths = np.zeros(count), np.zeros(count, dtype=int)
+    successes = np.zeros(count, dtype=bool) if task.success else None
+    measured: list[float] = []
+    recorder = _Recorder()
+    decisions = 0
+    while alive.any():
+        deciding = np.flatnonzero(alive)
+        current = history.tensor()[deciding]
+        proposal = proposer.propose(current, selection.candidates, sampling)
+        chosen = _select(proposal, current[:, -1], selection, scorer, picking)
+        if coherency is not None and decisions % every == 0:
+            value = coherency(proposal, current[:, -1].numpy())
+            if value is not None:
+                measured.append(value)
         decisions += 1
-        for j in range(min(proposer.action_exec, task.horizon - t)):
-            action = chosen[:, j, 0].double().numpy()
-            actions.append(action)
-            state = task.next_state(state, action)
-            returns += task.reward(t, state)
-            t += 1
-            positions.append(state.copy())
-            history.push(task.observe(state, t))
-    return EpisodeResult(
-        returns,
-        np.stack(positions, axis=1),
-        float(np.mean(coherency)),
-        decisions,
-        np.stack(actions, axis=1),
-    )
+        for j in range(chosen.shape[1]):
+            running = alive[deciding]
+            if not running.any():
+                break
+            actions = np.zeros((count, act_dim))
+            actions[deciding[running]] = chosen[running, j].double().numpy()
+            before = alive.copy()
+            previous = history.newest().numpy()
+            observation, reward, terminated, truncated, info = step(actions)
+            recorder.add(before, previous, actions, reward, terminated, truncated, observation)
+            returns[before] += reward[before]
+            lengths[before] += 1
+            if successes is not None and "success" in info:
+                successes[before] |= np.asarray(info["success"], dtype=bool)[before]
+            alive &= ~(terminated | truncated)
+            history.push(observation)
+    value = float(np.mean(measured)) if measured else None
+    note = "" if value is not None else "not measured"
+    return EpisodeResult(returns, lengths, successes, value, note, decisions, recorder.dataset())
 
 
 def _select(
@@ -130,30 +210,18 @@ def _select(
     return chosen
 
 
-def _coherency(
-    task: Nav1DTask,
-    behaviour: BehaviourPolicy,
-    proposal: Proposal,
-    state: np.ndarray,
-    t: int,
-    width: float,
-) -> float:
-    if proposal.plan_states is not None and proposal.plan_actions is not None:
-        return plan_coherency(task, proposal.plan_states, proposal.plan_actions, width)
-    return policy_coherency(behaviour, state, t, proposal.actions)
-
-
 class ObservationHistory:
     """The last `length` observations of every episode (the first one repeated at the start,
     as the training windows pad)."""
 
     def __init__(self, first: np.ndarray, length: int) -> None:
         """Start every episode's history at its first observation. Shapes: first (B, obs)."""
-        self.frames = [torch.from_numpy(first)] * length
+        self.frames = [torch.from_numpy(np.asarray(first, dtype=np.float32))] * length
 
     def push(self, observation: np.ndarray) -> None:
         """Append the newest observation of every episode, dropping the oldest."""
-        self.frames = [*self.frames[1:], torch.from_numpy(observation)]
+        frame = torch.from_numpy(np.asarray(observation, dtype=np.float32))
+        self.frames = [*self.frames[1:], frame]
 
     def newest(self) -> Tensor:
         """Shapes: (B, obs_dim)."""

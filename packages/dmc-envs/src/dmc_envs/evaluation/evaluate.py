@@ -10,7 +10,7 @@ episode seeds and writes:
     <out>/results.json      {"rows": [...], "sweep": [...]}: one row per configuration with the
                             results contract's keys and the protocol that produced it
     <out>/candidates.json   the sweep as plot data (n_candidates, normalized_score, rule)
-    <plots>/<rule>.png      the episodes over the reward field, one picture per rule
+    <plots>/<rule>.png      some episodes in the task's picture, one per rule
     <plots>/candidates.png  normalised score against the number of candidates, per rule
 """
 
@@ -36,6 +36,7 @@ from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import load_critic
 from dmc_envs.evaluation.cascade import CascadeProposer
+from dmc_envs.evaluation.coherency import CoherencyProbe, coherency_probe
 from dmc_envs.evaluation.config import Budget, EvalProtocol, EvaluateConfig, RunSpec
 from dmc_envs.evaluation.entropy import histogram_entropy
 from dmc_envs.evaluation.episodes import (
@@ -44,37 +45,35 @@ from dmc_envs.evaluation.episodes import (
     Scorer,
     Selection,
     roll_out,
-    start_states,
 )
 from dmc_envs.evaluation.plots import plot_candidates
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
-from dmc_envs.nav1d import Nav1DSolution, Nav1DTask, plot_reward_field, policy_from_dict, solve
-from dmc_envs.nav1d.behaviour import BehaviourPolicy
+from dmc_envs.pictures import draw_episodes
+from dmc_envs.tasks import Task, task_for_dataset
 
-__all__ = ["Nav1DBench", "evaluate", "evaluate_proposer", "load_proposer"]
+__all__ = ["Bench", "evaluate", "evaluate_proposer", "load_proposer"]
 
 log = logging.getLogger(__name__)
-TASK = "nav1d"
 
 
 @dataclass(frozen=True)
-class Nav1DBench:
-    """What evaluating on a Nav1D dataset's task needs: the task, its optimum (for normalised
-    scores) and the dataset's behaviour policy (for the policies' coherency)."""
+class Bench:
+    """What evaluating a model of one role on a dataset's task needs: the task, and the
+    coherency measure for that role (None, with the reason, where the task lacks its piece)."""
 
-    task: Nav1DTask
-    solution: Nav1DSolution
-    behaviour: BehaviourPolicy
+    task: Task
+    coherency: CoherencyProbe | None
+    coherency_note: str
 
     @classmethod
-    def from_dataset(cls, dataset: TransitionDataset, source: str) -> Nav1DBench:
-        """Rebuild the task and behaviour policy a dataset records in its attributes."""
-        attrs = dataset.attrs
-        for key in ("env_kwargs", "behavior_policy_spec"):
-            if key not in attrs:
-                raise ConfigError(f"{source}: not a Nav1D dataset (no '{key}' attribute)")
-        task = Nav1DTask.from_params(**attrs["env_kwargs"])
-        return cls(task, solve(task), policy_from_dict(attrs["behavior_policy_spec"], task))
+    def from_dataset(
+        cls, dataset: TransitionDataset, source: str, role: str, protocol: EvalProtocol
+    ) -> Bench:
+        """The task a dataset records, and its coherency measure for `role`."""
+        task = task_for_dataset(dataset.attrs, source)
+        width, plans = protocol.coherency_width, protocol.coherency_plans
+        probe, note = coherency_probe(task, role, dataset.attrs, width, plans)
+        return cls(task, probe, note)
 
 
 def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
@@ -89,25 +88,25 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
             f"{args.params}: evaluate.runs.{args.name}.dataset is '{run.dataset}' but the model "
             f"{args.model} learned from '{model.spec.dataset}'"
         )
-    bench = Nav1DBench.from_dataset(read_dataset(args.dataset), args.dataset)
+    protocol = config.protocol
+    bench = Bench.from_dataset(read_dataset(args.dataset), args.dataset, model.role, protocol)
     critic = load_critic(args.critic)
     if critic.spec.dataset != run.dataset:
         raise ConfigError(
             f"{args.params}: evaluate.runs.{args.name}: the critic {args.critic} learned from "
             f"'{critic.spec.dataset}', the model from '{run.dataset}'"
         )
-    protocol = config.protocol
     budget = protocol.planner if proposer.role == "planner" else protocol.policy
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
-    identity = _identity(args.name, run, model)
-    recipe = _protocol(model, budget, protocol, run.cascade_passes)
+    identity = _identity(args.name, run, model, bench.task)
+    recipe = _protocol(model, budget, protocol, bench.task, run.cascade_passes)
     summary_pairs, sweep_pairs = _configurations(protocol, budget, run)
     results = {
         (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
     }
     rows = {
-        pair: _row(identity, recipe, pair, result, bench.solution, entropy)
+        pair: _row(identity, recipe, pair, result, bench, entropy)
         for pair, (result, _) in results.items()
     }
     out, plots = Path(args.out), Path(args.plots)
@@ -118,7 +117,8 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     _write_results(out, summary + again, sweep)
     plots.mkdir(parents=True, exist_ok=True)
     for row in summary:
-        _plot_episodes(bench.task, row, results[_pair(row)][0], plots, protocol.plot_trajectories)
+        episodes = results[_pair(row)][0].observations()[: protocol.plot_trajectories]
+        draw_episodes(bench.task, episodes, plots / f"{row['selection']}.png", _title(row))
         _log_row(args.name, row)
     baseline = next((r for r in summary if r["selection"] == "none"), None)
     if sweep:
@@ -145,7 +145,7 @@ def load_proposer(
 
 
 def evaluate_proposer(
-    bench: Nav1DBench,
+    bench: Bench,
     proposer: Proposer,
     scorer: Scorer | None,
     rule: str,
@@ -160,29 +160,31 @@ def evaluate_proposer(
         proposer,
         Selection(rule, candidates, config.softmax_temperature),
         scorer,
-        bench.behaviour,
         episodes=episodes,
         seed=config.seed,
-        coherency_width=config.coherency_width,
+        coherency=bench.coherency,
+        coherency_every=config.coherency_every,
     )
     seconds = time.perf_counter() - began
-    score = bench.solution.normalized_score(result.returns.mean())
+    score = bench.task.returns.normalized(result.returns.mean())
     log.info("%s @ %d: normalised score %.1f (%.1f s)", rule, candidates, score, seconds)
     return result, seconds
 
 
-def candidate_entropy(
-    proposer: Proposer, task: Nav1DTask, episodes: int, config: EvalProtocol
-) -> float:
+def candidate_entropy(proposer: Proposer, task: Task, episodes: int, config: EvalProtocol) -> float:
     """Entropy of `entropy_candidates` candidates at each evaluation start state (the first
     decision of every episode): a property of the model, the same for every rule."""
-    starts = start_states(episodes, config.seed)
-    history = ObservationHistory(task.observe(starts, 0), proposer.history_len)
+    envs = task.make_vector_env(episodes)
+    try:
+        first, _ = envs.reset(seed=config.seed)
+    finally:
+        envs.close()
+    history = ObservationHistory(first, proposer.history_len)
     generator = torch_generator(config.seed + 2, proposer.device)
     proposal = proposer.propose(history.tensor(), config.entropy_candidates, generator)
     actions = proposal.actions[:, :, 0]
-    # Nav1D's actions live in [-1, 1]: the histogram spans that range.
-    low, high = -torch.ones(actions.shape[-1]), torch.ones(actions.shape[-1])
+    # The histogram spans the task's action range.
+    low, high = (torch.from_numpy(bound) for bound in task.action_bounds())
     return histogram_entropy(actions, low, high, config.entropy_bins)
 
 
@@ -208,10 +210,10 @@ def _pair(row: dict[str, Any]) -> tuple[str, int]:
     return row["selection"], row["n_candidates"]
 
 
-def _identity(name: str, run: RunSpec, model: ControlModel) -> dict[str, Any]:
+def _identity(name: str, run: RunSpec, model: ControlModel, task: Task) -> dict[str, Any]:
     """The keys that say what every row of this run evaluated."""
     return {
-        "task": TASK,
+        "task": task.name,
         "dataset": run.dataset,
         "model": run.label or run.model,
         "kind": model.kind,
@@ -223,19 +225,23 @@ def _identity(name: str, run: RunSpec, model: ControlModel) -> dict[str, Any]:
 
 
 def _protocol(
-    model: ControlModel, budget: Budget, config: EvalProtocol, cascade_passes: int = 0
+    model: ControlModel, budget: Budget, config: EvalProtocol, task: Task, cascade_passes: int = 0
 ) -> dict[str, Any]:
     """How every row of this run was produced (written into each row). A cascade's steps are
     counted as the refined model's (the cascade is warm-started from the same architecture)."""
     return {
         "episodes": budget.episodes,
         "seed": config.seed,
-        "start_states": "uniform [-1, 1]",
+        "start_states": task.starts,
+        "max_episode_steps": task.max_episode_steps,
+        "score_references": [task.returns.low, task.returns.high, task.returns.source],
         "denoising_steps": model.formulation.num_steps * (1 + cascade_passes),
         "cascade_passes": cascade_passes,
         "softmax_temperature": config.softmax_temperature,
         "coherency": "dynamics kernel" if model.role == "planner" else "behaviour density",
         "coherency_width": config.coherency_width,
+        "coherency_every": config.coherency_every,
+        "coherency_plans": config.coherency_plans,
         "entropy_candidates": config.entropy_candidates,
         "entropy_bins": config.entropy_bins,
     }
@@ -246,11 +252,17 @@ def _row(
     protocol: dict[str, Any],
     pair: tuple[str, int],
     result: EpisodeResult,
-    solution: Nav1DSolution,
+    bench: Bench,
     entropy: float,
 ) -> dict[str, Any]:
-    """One row of the results contract (the keys of `summary.json`)."""
+    """One row of the results contract (the keys of `summary.json`); `success_rate` where the
+    task defines success, and the reason where coherency could not be measured."""
     returns = result.returns
+    extra: dict[str, Any] = {}
+    if result.successes is not None:
+        extra["success_rate"] = float(result.successes.mean())
+    if result.coherency is None:
+        extra["coherency_missing"] = bench.coherency_note or result.coherency_note
     return {
         **identity,
         "selection": pair[0],
@@ -258,8 +270,9 @@ def _row(
         "episodes": int(returns.size),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
-        "normalized_score": float(solution.normalized_score(returns.mean())),
+        "normalized_score": float(bench.task.returns.normalized(returns.mean())),
         "coherency": result.coherency,
+        **extra,
         "candidate_entropy": entropy,
         "decisions": result.decisions,
         "protocol": protocol,
@@ -291,26 +304,24 @@ def _write_results(out: Path, summary: list[dict[str, Any]], sweep: list[dict[st
     atomic_write_text(out / "candidates.json", json.dumps(curve, indent=2) + "\n")
 
 
-def _plot_episodes(
-    task: Nav1DTask, row: dict[str, Any], result: EpisodeResult, plots: Path, count: int
-) -> None:
-    title = (
+def _title(row: dict[str, Any]) -> str:
+    coherency = "n/a" if row["coherency"] is None else f"{row['coherency']:.2f}"
+    return (
         f"{row['run']} ({row['kind']}, {row['formulation']}, {row['stage']}): "
         f"{row['selection']} @ {row['n_candidates']}\n"
-        f"normalised score {row['normalized_score']:.1f}, coherency {row['coherency']:.2f}"
+        f"normalised score {row['normalized_score']:.1f}, coherency {coherency}"
     )
-    plot_reward_field(task, result.positions[:count], plots / f"{row['selection']}.png", title)
 
 
 def _log_row(name: str, row: dict[str, Any]) -> None:
     log.info(
-        "%s %s @ %d: return %.3f ± %.3f, normalised score %.1f, coherency %.3f, entropy %.2f",
+        "%s %s @ %d: return %.3f ± %.3f, normalised score %.1f, coherency %s, entropy %.2f",
         name,
         row["selection"],
         row["n_candidates"],
         row["return_mean"],
         row["return_std"],
         row["normalized_score"],
-        row["coherency"],
+        "n/a" if row["coherency"] is None else f"{row['coherency']:.3f}",
         row["candidate_entropy"],
     )

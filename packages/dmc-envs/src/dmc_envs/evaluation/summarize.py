@@ -6,12 +6,14 @@
 
 `summary.json` is the results contract that later stages and outside tools read: a JSON list
 with one object per evaluated configuration (task, dataset, model, formulation, stage,
-selection, n_candidates, episodes, return_mean, return_std, normalized_score, coherency,
-candidate_entropy, and the protocol). `dvc metrics show` cannot display a list, so the same
-numbers also go to `headline.json`, nested as run -> "<selection>@<n>" -> metric. The pictures:
-`candidates.png` (score against candidates, one panel per run with a sweep),
-`learning_curves.png` (the training loss of every model and critic, from their dvclive logs) and
-`alignment_curves.png` (the held-out objective of every alignment pass).
+selection, n_candidates, episodes, return_mean, return_std, normalized_score, coherency (null,
+with the reason in `coherency_missing`, where the task lacks what it needs), candidate_entropy,
+`success_rate` where the task defines success, and the protocol). `dvc metrics show` cannot
+display a list, so the same numbers also go to `headline.json`, nested as
+run -> "<selection>@<n>" -> metric. The pictures: `candidates.png` (score against candidates,
+one panel per run with a sweep), `learning_curves.png` (the training loss of every model and
+critic, from their dvclive logs) and `alignment_curves.png` (the held-out objective of every
+alignment pass).
 """
 
 from __future__ import annotations
@@ -115,7 +117,9 @@ def _headline(rows: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
     view: dict[str, Any] = {}
     for row in rows:
         entry = view.setdefault(row["run"], {})
-        entry[f"{row['selection']}@{row['n_candidates']}"] = {m: row[m] for m in metrics}
+        entry[f"{row['selection']}@{row['n_candidates']}"] = {
+            m: row[m] for m in metrics if m in row
+        }
     return view
 
 
@@ -128,8 +132,12 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"| {r['model']} ({r['formulation']}) | {r['dataset']} | {r['stage']} | "
         f"{r['selection']} | {r['n_candidates']} | {r['return_mean']:.2f} ± "
-        f"{r['return_std']:.2f} | {r['normalized_score']:.1f} | {r['coherency']:.3f} | "
+        f"{r['return_std']:.2f} | {r['normalized_score']:.1f} | {_coherency(r)} | "
         f"{r['candidate_entropy']:.2f} |"
         for r in rows
     ]
     return "\n".join([header, *lines])
+
+
+def _coherency(row: dict[str, Any]) -> str:
+    return "n/a" if row["coherency"] is None else f"{row['coherency']:.3f}"

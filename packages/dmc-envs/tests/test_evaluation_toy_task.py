@@ -1,0 +1,140 @@
+"""Evaluation over a vector environment whose episodes end at different steps.
+
+The toy task: env i of a batch terminates after i + 1 steps (or is truncated at its limit), pays
+the action's value at every step, and reports success once its running sum passes 1 (and keeps
+going). Exact returns, lengths, success counts and the recorded transitions are known by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from dmc_core.data import TransitionDataset
+from dmc_envs.evaluation import Proposal, Selection, roll_out
+from dmc_envs.tasks import CollectSpec, MissingPieceError, ReturnScale, Task
+
+
+class CountdownEnvs(gymnasium.vector.VectorEnv):
+    """Env i ends after `lengths[i]` steps; the observation is (env index, step)."""
+
+    def __init__(self, lengths: list[int], limit: int) -> None:
+        self.num_envs, self.lengths, self.limit = len(lengths), np.array(lengths), limit
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.t = np.zeros(self.num_envs, dtype=int)
+        self.total = np.zeros(self.num_envs)
+        self.ended = np.zeros(self.num_envs, dtype=bool)
+
+    def _obs(self) -> np.ndarray:
+        return np.stack([np.arange(self.num_envs), self.t], axis=1).astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict]:
+        self.t[:] = 0
+        self.total[:] = 0.0
+        self.ended[:] = False
+        return self._obs(), {}
+
+    def step(self, actions: np.ndarray) -> tuple:
+        restart = self.ended.copy()  # next-step autoreset: the action is ignored
+        reward = np.where(restart, 0.0, np.asarray(actions)[:, 0])
+        self.t = np.where(restart, 0, self.t + 1)
+        self.total = np.where(restart, 0.0, self.total + reward)
+        terminated = ~restart & (self.t >= self.lengths)
+        truncated = ~restart & ~terminated & (self.t >= self.limit)
+        self.ended = terminated | truncated
+        info = {"success": self.total > 1.0, "_success": np.ones(self.num_envs, dtype=bool)}
+        return self._obs(), reward, terminated, truncated, info
+
+
+class Countdown(Task):
+    """The toy task: it has a success criterion and none of the optional pieces."""
+
+    name, env_id, env_kwargs = "countdown", "test/Countdown-v0", {}
+    starts = "fixed"
+    success = True
+
+    def __init__(self, lengths: list[int], limit: int = 100) -> None:
+        self.lengths, self.max_episode_steps = lengths, limit
+        self.returns = ReturnScale(0.0, 10.0, "test")
+
+    def make_vector_env(self, num_envs: int) -> gymnasium.vector.VectorEnv:
+        assert num_envs == len(self.lengths)
+        return CountdownEnvs(self.lengths, self.max_episode_steps)
+
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([-1.0]), np.array([1.0])
+
+    def collect(self, spec: CollectSpec) -> tuple[TransitionDataset, dict[str, Any]]:
+        raise NotImplementedError
+
+
+class Constant:
+    """Every candidate is the action `value`; records the batch of every call."""
+
+    role, history_len, device = "policy", 2, torch.device("cpu")
+
+    def __init__(self, value: float, action_exec: int = 1) -> None:
+        self.value, self.action_exec = value, action_exec
+        self.batches: list[int] = []
+
+    def propose(self, history: Tensor, n: int, generator: torch.Generator) -> Proposal:
+        self.batches.append(history.shape[0])
+        actions = torch.full((history.shape[0], n, self.action_exec, 1), self.value)
+        return Proposal(actions=actions)
+
+
+def play(task: Countdown, proposer: Constant):
+    return roll_out(task, proposer, Selection("none", 1), None, episodes=len(task.lengths), seed=0)
+
+
+def test_episodes_of_different_lengths_count_every_return_exactly() -> None:
+    task = Countdown([1, 3, 5, 2])
+    proposer = Constant(0.5)
+    result = play(task, proposer)
+    np.testing.assert_array_equal(result.lengths, [1, 3, 5, 2])
+    np.testing.assert_allclose(result.returns, [0.5, 1.5, 2.5, 1.0])
+    # Only running episodes decide: 4, then 3, 2, 1, 1 of them.
+    assert proposer.batches == [4, 3, 2, 1, 1] and result.decisions == 5
+    data = result.transitions
+    assert len(data) == 11 and data.num_episodes == 4
+    np.testing.assert_array_equal(data.terminals.nonzero()[0], [0, 3, 8, 10])
+    assert not data.timeouts.any()
+    np.testing.assert_allclose(data.rewards, 0.5)
+    # Every recorded row is its own episode's: (env index, step) observations in order.
+    np.testing.assert_array_equal(data.observations[:, 0], [0, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3])
+    np.testing.assert_array_equal(data.next_observations[:, 1], [1, 1, 2, 3, 1, 2, 3, 4, 5, 1, 2])
+
+
+def test_a_time_limit_is_recorded_as_a_timeout_and_chunks_stop_at_the_end() -> None:
+    task = Countdown([10, 2], limit=3)
+    proposer = Constant(1.0, action_exec=2)
+    result = play(task, proposer)
+    np.testing.assert_array_equal(result.lengths, [3, 2])
+    np.testing.assert_allclose(result.returns, [3.0, 2.0])
+    data = result.transitions
+    np.testing.assert_array_equal(data.timeouts, [False, False, True, False, False])
+    np.testing.assert_array_equal(data.terminals, [False, False, False, False, True])
+
+
+def test_a_success_counts_once_per_episode_however_long_it_lasts() -> None:
+    # Returns pass 1 after 3 steps of 0.4: env 0 (2 steps) never succeeds, env 1 succeeds at
+    # step 3 and stays successful for 5 more steps, env 2 at step 3 and ends there.
+    task = Countdown([2, 8, 3])
+    result = play(task, Constant(0.4))
+    np.testing.assert_array_equal(result.successes, [False, True, True])
+    assert result.successes.mean() == pytest.approx(2 / 3)
+
+
+def test_a_stage_asking_for_a_missing_piece_is_told_which_and_of_which_task() -> None:
+    task = Countdown([1])
+    with pytest.raises(MissingPieceError, match=r"needs the task's plan reward, and task "):
+        task.require("plan_reward", "align.passes.p.reward plan_return")
+    with pytest.raises(MissingPieceError, match=r"'countdown' \(test/Countdown-v0\) has none"):
+        task.require("dynamics", "planner coherency")
