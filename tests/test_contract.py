@@ -22,9 +22,25 @@ from dmc_core.profile import apply_profile
 from dmc_core.stages import STAGES
 
 
+#: Entries for the sections the default params leave empty (an empty `foreach` defines no stage).
+EXAMPLE_ENTRIES = {
+    "import_dataset": {
+        "datasets": {"users": {"format": "d4rl", "path": "raw/users.hdf5", "task": "nav1d"}}
+    }
+}
+
+
 @pytest.fixture(scope="module")
-def dvc_stages() -> list[Any]:
-    with Repo(str(ROOT)) as repo:
+def dvc_stages(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """Every stage of the default pipeline, with one entry in each section left empty."""
+    root = tmp_path_factory.mktemp("pipeline")
+    params = read_params(ROOT / "params.yaml")
+    for section, values in EXAMPLE_ENTRIES.items():
+        params[section] = {**params[section], **values}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    Repo.init(str(root), no_scm=True)
+    with Repo(str(root)) as repo:
         return list(repo.index.stages)
 
 

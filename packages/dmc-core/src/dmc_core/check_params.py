@@ -34,6 +34,7 @@ __all__ = ["CHECKED", "REFERENCES", "CheckParamsConfig", "Reference", "broken_re
 CHECKED = json.dumps({"check_params": "every cross-reference names an entry"}) + "\n"
 
 DATASETS = "make_dataset.datasets"
+IMPORTED = "import_dataset.datasets"
 MODELS = "pretrain.models"
 CRITICS = "fit_critic.critics"
 PASSES = "align.passes"
@@ -54,19 +55,19 @@ class Reference:
 
 
 REFERENCES: tuple[Reference, ...] = (
-    Reference(MODELS, "dataset", (DATASETS,)),
-    Reference(CRITICS, "dataset", (DATASETS,)),
+    Reference(MODELS, "dataset", (DATASETS, IMPORTED)),
+    Reference(CRITICS, "dataset", (DATASETS, IMPORTED)),
     # A pass aligns a foundation or a fit_cascade output (a pass on a cascade starts from it).
     Reference(PASSES, "model", (MODELS, CASCADES)),
     Reference(PASSES, "after", (MODELS, PASSES, CASCADES)),
-    Reference(PASSES, "dataset", (DATASETS,)),
+    Reference(PASSES, "dataset", (DATASETS, IMPORTED)),
     Reference(PASSES, "critic", (CRITICS,)),
     Reference(CASCADES, "model", (MODELS, PASSES)),
     Reference(CASCADES, "foundation", (MODELS, PASSES)),
-    Reference(CASCADES, "dataset", (DATASETS,)),
+    Reference(CASCADES, "dataset", (DATASETS, IMPORTED)),
     Reference(CASCADES, "critic", (CRITICS,)),
     Reference(RUNS, "model", (MODELS, PASSES, CASCADES)),
-    Reference(RUNS, "dataset", (DATASETS,)),
+    Reference(RUNS, "dataset", (DATASETS, IMPORTED)),
     Reference(RUNS, "critic", (CRITICS,)),
 )
 
@@ -105,6 +106,9 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
                 f"{reference.entries}.{entry}.{reference.field}",
                 f"{value!r} names no entry of {' or '.join(reference.targets)} ({listed})",
             )
+    # A dataset is made or imported, not both: the two would write the same file.
+    for name in sorted(set(_entries(params, DATASETS)) & set(_entries(params, IMPORTED))):
+        yield f"{IMPORTED}.{name}", f"'{name}' is also an entry of {DATASETS} (the same file)"
 
 
 def _entries(params: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:

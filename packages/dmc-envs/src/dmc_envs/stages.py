@@ -7,6 +7,7 @@ from dmc_envs.config import MakeDatasetConfig
 from dmc_envs.evaluation.config import EvaluateConfig, SummarizeConfig
 from dmc_envs.evaluation.evaluate import evaluate
 from dmc_envs.evaluation.summarize import summarize
+from dmc_envs.import_dataset import IMPORT_STAGE
 from dmc_envs.make_dataset import make_dataset
 
 __all__ = ["STAGES"]
@@ -14,7 +15,7 @@ __all__ = ["STAGES"]
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="make_dataset",
-        summary="Collect one Nav1D dataset (D4RL HDF5 layout) and draw it on the reward field.",
+        summary="Collect one dataset of the pipeline's task (D4RL HDF5 layout) and draw it.",
         schema=MakeDatasetConfig,
         args=(
             Arg("--name", "dataset entry of make_dataset.datasets (partial, full, expert, ...)"),
@@ -23,10 +24,11 @@ STAGES: tuple[Stage, ...] = (
                 "dataset file to write (.hdf5); config and stats are written beside it",
                 output=True,
             ),
-            Arg("--plot", "PNG of the reward field with a sample of the trajectories", output=True),
+            Arg("--plot", "PNG of a sample of the episodes", output=True),
         ),
         run=make_dataset,
     ),
+    IMPORT_STAGE,
     Stage(
         name="evaluate",
         summary="Roll one model out by the paper's protocol: scores, coherency, entropy, plots.",
