@@ -21,7 +21,6 @@ from dmc_core.config import BASE_SECTION, load_stage_config, read_params
 from dmc_core.profile import apply_profile
 from dmc_core.stages import STAGES
 
-
 #: Entries for the sections the default params leave empty (an empty `foreach` defines no stage).
 EXAMPLE_ENTRIES = {
     "import_dataset": {

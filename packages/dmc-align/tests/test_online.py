@@ -6,14 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 
 from dmc_align import align
 from dmc_align.align import run_pass
+from dmc_align.conditions import ConditionPool
 from dmc_align.lora import attach_lora
 from dmc_align.online import OnlineTuner
-from dmc_align.spec import LoraSpec, PassSpec
+from dmc_align.spec import LoraSpec, OnlineSpec, PassSpec
 from dmc_core.config import from_plain
 from dmc_core.data import TransitionDataset
 from dmc_core.models import ControlModel
@@ -88,3 +90,47 @@ def test_online_rounds_grow_the_data_and_train_the_critic(
     updates = [e for e in outcome.events if e["kind"] == "critic_updated"]
     assert [e["step"] for e in updates] == [EVERY, 2 * EVERY]
     assert not critic.training and not any(p.requires_grad for p in critic.parameters())
+
+
+def test_an_online_round_on_a_mujoco_task_records_terminations_and_trains_the_critic() -> None:
+    """A round that drops an episode's rows, loses its terminal, or copies no new data fails."""
+    from dmc_core.models import ModelSpec, build_model
+    from dmc_core.models.spec import FormulationSpec
+    from dmc_critic import CriticSpec, build_critic
+    from dmc_envs.tasks import CollectSpec, build_task
+
+    hopper = build_task("hopper")
+    data, attrs = hopper.collect(CollectSpec("uniform", 0, 400, seed=0, options={}))
+    dataset = TransitionDataset(**data.arrays(), attrs={**hopper.provenance(), **attrs})
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        kind="diffusion_policy",
+        horizon=2,
+        history=2,
+        backbone={"name": "mlp", "hidden": 16, "blocks": 1},
+        formulation=FormulationSpec(steps=4),
+    )
+    model = attach_lora(build_model(spec, dataset), LoraSpec(rank=2, alpha=2.0))
+    critic = build_critic(CriticSpec(hidden=16), dataset)
+    for parameter in critic.parameters():
+        parameter.requires_grad_(False)
+    before = {k: v.clone() for k, v in critic.state_dict().items()}
+    pool = ConditionPool.from_dataset(dataset, model.history_len, 8, torch.Generator())
+    online = {"enabled": True, "episodes": 3, "critic_steps": 2, "critic_batch": 8}
+    tuner = OnlineTuner(
+        from_plain(OnlineSpec, online, "t", "o"), model, critic, dataset, hopper, pool, seed=0
+    )
+    conditions = len(pool)
+    tuner.round()
+
+    buffer = tuner.buffer
+    assert buffer is not None and buffer.num_episodes == 3
+    # A random-ish policy makes the hopper fall well before 1000 steps: every episode ends
+    # in a termination, and the buffer holds exactly the rows of the three episodes.
+    assert buffer.terminals.sum() == 3 and not buffer.timeouts.any()
+    assert len(buffer) == len(pool) - conditions
+    np.testing.assert_array_equal(
+        buffer.episode_ends, np.cumsum([s.stop - s.start for s in buffer.episode_slices()]) - 1
+    )
+    changed = [k for k, v in critic.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "the critic did not train on the round"

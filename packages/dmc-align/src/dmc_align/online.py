@@ -36,7 +36,6 @@ from dmc_core.training.resume import (
 from dmc_critic import IQLCritic, TransitionSampler
 from dmc_critic.batches import TransitionBatch
 from dmc_critic.fit import critic_optimizer, train_step
-from dmc_critic.rewards import reward_factor
 from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
@@ -152,7 +151,7 @@ class OnlineTuner:
         if self._offline is None:
             self._offline = TransitionSampler(self.dataset, spec, device)
         # The buffer's rewards are scaled like the dataset's, whatever the buffer's own spread.
-        factor = reward_factor(self.dataset, spec)
+        factor = self._offline.reward_factor
         fresh = TransitionSampler(self.buffer, spec, device, factor=factor)
         offline, online = len(self.dataset), len(self.buffer)
         generator = torch.Generator().manual_seed(self.seed + self.rounds)
