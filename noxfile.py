@@ -69,6 +69,11 @@ def sibling_closure(package: str) -> list[str]:
     return order
 
 
+#: Extras installed wherever the package is: dmc-envs with its task families' simulators, so
+#: every session can build every registered task (the task contract runs over all of them).
+EXTRAS = {"dmc-envs": ("mujoco", "minari")}
+
+
 def install(
     session: nox.Session,
     packages: list[str],
@@ -82,7 +87,8 @@ def install(
     session.install(*pip, "torch==2.13.0")
     local: list[str] = []
     for name in packages:
-        folder = f"packages/{name}[test]" if name == tested else f"packages/{name}"
+        extras = [*EXTRAS.get(name, ()), *(["test"] if name == tested else [])]
+        folder = f"packages/{name}[{','.join(extras)}]" if extras else f"packages/{name}"
         local += ["-e", folder] if editable else [folder]
     session.install(*pip, *local, "pytest", *extra)
 
