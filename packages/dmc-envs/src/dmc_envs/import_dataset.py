@@ -37,6 +37,7 @@ from dmc_envs.importing.d4rl import read_d4rl
 from dmc_envs.importing.minari import read_minari
 from dmc_envs.importing.native import read_native
 from dmc_envs.importing.source import SourceData
+from dmc_envs.statistics import dataset_statistics
 from dmc_envs.tasks import ReturnScale, Task, build_task, task_names
 
 __all__ = ["CHANGE_KINDS", "IMPORT_STAGE", "import_dataset"]
@@ -261,18 +262,8 @@ def _statistics(
     changes: dict[str, int],
     clipped_by: float,
 ) -> dict[str, Any]:
-    returns = np.array([dataset.rewards[part].sum() for part in dataset.episode_slices()])
-    scores = np.asarray(scale.normalized(returns))
     return {
-        "episodes": int(returns.size),
-        "transitions": len(dataset),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "normalized_score": float(scores.mean()),
-        "normalized_score_std": float(scores.std()),
-        "ref_min_score": scale.low,
-        "ref_max_score": scale.high,
-        "ref_score_source": scale.source,
+        **dataset_statistics(dataset, scale),
         "source_rows": source_rows,
         "changes": {**changes, "actions_clipped_max": clipped_by},
     }

@@ -21,16 +21,15 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dmc_core.atomic import atomic_write_text
 from dmc_core.config import entry, write_resolved_config
 from dmc_core.data import TransitionDataset, write_dataset
 from dmc_envs.config import DatasetSpec, MakeDatasetConfig
 from dmc_envs.pictures import draw_episodes, episode_observations
-from dmc_envs.tasks import CollectSpec, ReturnScale, Task, build_task
+from dmc_envs.statistics import dataset_statistics
+from dmc_envs.tasks import CollectSpec, Task, build_task
 
-__all__ = ["dataset_statistics", "make_dataset"]
+__all__ = ["make_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +91,4 @@ def _provenance(name: str, spec: DatasetSpec, task: Task, recipe: dict[str, Any]
         **recipe,
         "seed": spec.seed,
         "collected_by": "dmc_envs make_dataset",
-    }
-
-
-def dataset_statistics(dataset: TransitionDataset, scale: ReturnScale) -> dict[str, Any]:
-    """Episode returns of a dataset, raw and normalised by the task's references."""
-    returns = np.array([dataset.rewards[part].sum() for part in dataset.episode_slices()])
-    normalized = np.asarray(scale.normalized(returns))
-    return {
-        "episodes": int(returns.size),
-        "transitions": len(dataset),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
-        "normalized_score": float(scale.normalized(returns.mean())),
-        "normalized_std": float(normalized.std()),
-        "reference_low": scale.low,
-        "reference_high": scale.high,
-        "reference_source": scale.source,
     }

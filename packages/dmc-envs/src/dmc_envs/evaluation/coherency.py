@@ -41,7 +41,10 @@ class PlanCoherency:
         if self.plans:
             states, actions = states[:, : self.plans], actions[:, : self.plans]
         gap = self.dynamics.gaps(states.double().numpy(), actions.double().numpy())
-        return float(np.exp(-0.5 * (gap / self.width) ** 2).mean())
+        kernel = np.exp(-0.5 * (gap / self.width) ** 2)
+        if np.isnan(kernel).any():  # transitions the task could not check are skipped
+            kernel = kernel[~np.isnan(kernel)]
+        return float(kernel.mean()) if kernel.size else None
 
 
 class PolicyCoherency:

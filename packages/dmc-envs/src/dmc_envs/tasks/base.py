@@ -77,7 +77,8 @@ class Dynamics(Protocol):
 
     def gaps(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """The distance of each planned next state from the one the dynamics give, in the
-        task's state units.
+        task's state units; NaN where a transition cannot be measured (its start is not fully
+        observed, or the simulator diverged).
 
         Shapes:
             states: (..., H, obs_dim); actions: (..., H or H - 1, act_dim) -> (..., steps).
@@ -131,7 +132,13 @@ class UniformBoxDensity:
 
 @dataclass(frozen=True)
 class CollectSpec:
-    """What `make_dataset` asks a task to collect (a `make_dataset.datasets` entry's knobs)."""
+    """What `make_dataset` asks a task to collect (a `make_dataset.datasets` entry's knobs).
+
+    `transitions > 0` asks for that many rows (the episode that crosses the count is cut there
+    and ends as a timeout); `transitions == 0` asks for `episodes` whole episodes. `options` are
+    the family-specific knobs (Nav1D's start interval, noise and optimum grid); a family ignores
+    those it has no use for.
+    """
 
     behaviour: str
     episodes: int
@@ -220,4 +227,7 @@ class Task(ABC):
             "env_kwargs": dict(self.env_kwargs),
             "action_low": [float(v) for v in low],
             "action_high": [float(v) for v in high],
+            "ref_min_score": self.returns.low,
+            "ref_max_score": self.returns.high,
+            "ref_score_source": self.returns.source,
         }

@@ -49,7 +49,9 @@ class StepGaps:
         self._sim: _Simulator | None = None
 
     def gaps(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """RMS over observation dimensions of (simulated s_{j+1} - planned s_{j+1}), raw units.
+        """RMS over observation dimensions of (simulated s_{j+1} - planned s_{j+1}), raw units;
+        NaN where the gap cannot be measured: the step diverged, or the start's velocity sits at
+        the observation's clip (its true velocity is unknown; see `exact`).
 
         Shapes:
             states: (..., H, obs_dim); actions: (..., H or H - 1, act_dim) -> (..., steps),
@@ -61,8 +63,8 @@ class StepGaps:
         start = s[..., :steps, :].reshape(-1, sim.obs_dim)
         planned = s[..., 1 : steps + 1, :].reshape(-1, sim.obs_dim)
         predicted = self.next_observations(start, a[..., :steps, :].reshape(-1, sim.act_dim))
-        rms = np.sqrt(np.mean((predicted - planned) ** 2, axis=-1))
-        return rms.reshape(*batch, steps)
+        rms = np.sqrt(np.mean((predicted - planned) ** 2, axis=-1)).reshape(*batch, steps)
+        return np.where(self.exact(s)[..., :steps], rms, np.nan)
 
     def exact(self, states: np.ndarray) -> np.ndarray:
         """Whether each transition's start is fully observed (no velocity at the clip), so
