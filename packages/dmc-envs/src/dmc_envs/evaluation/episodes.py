@@ -98,6 +98,57 @@ class _Recorder:
         )
 
 
+class _Running:
+    """A batch of episodes as it plays: which still run, their returns, lengths, successes and
+    observation histories, and every transition they made."""
+
+    def __init__(self, first: np.ndarray, history_len: int, success: bool) -> None:
+        count = first.shape[0]
+        self.alive = np.ones(count, dtype=bool)
+        self.returns, self.lengths = np.zeros(count), np.zeros(count, dtype=int)
+        self.successes = np.zeros(count, dtype=bool) if success else None
+        self.history = ObservationHistory(first, history_len)
+        self.recorder = _Recorder()
+
+    def advance(self, step: Callable[[np.ndarray], tuple], actions: np.ndarray) -> None:
+        """Step every environment; only the episodes that were running count."""
+        before, previous = self.alive.copy(), self.history.newest().numpy()
+        observation, reward, terminated, truncated, info = step(actions)
+        self.recorder.add(before, previous, actions, reward, terminated, truncated, observation)
+        self.returns[before] += reward[before]
+        self.lengths[before] += 1
+        if self.successes is not None and "success" in info:
+            self.successes[before] |= np.asarray(info["success"], dtype=bool)[before]
+        self.alive &= ~(terminated | truncated)
+        self.history.push(observation)
+
+    def execute(
+        self, step: Callable[[np.ndarray], tuple], deciding: np.ndarray, chunk: Tensor
+    ) -> None:
+        """Execute each deciding episode's chunk (B, action_exec, act_dim) until it ends."""
+        for j in range(chunk.shape[1]):
+            running = self.alive[deciding]
+            if not running.any():
+                return
+            actions = np.zeros((self.alive.size, chunk.shape[2]))
+            actions[deciding[running]] = chunk[running, j].double().numpy()
+            self.advance(step, actions)
+
+    def result(self, coherency: list[float], decisions: int) -> EpisodeResult:
+        """What the batch produced, with the mean of the measured coherencies."""
+        value = float(np.mean(coherency)) if coherency else None
+        note = "" if value is not None else "not measured"
+        return EpisodeResult(
+            self.returns,
+            self.lengths,
+            self.successes,
+            value,
+            note,
+            decisions,
+            self.recorder.dataset(),
+        )
+
+
 def roll_out(
     task: Task,
     proposer: Proposer,
@@ -113,79 +164,26 @@ def roll_out(
 
     `coherency` (if given) measures the candidates of every `coherency_every`-th decision.
     """
+    sampling, picking = torch_generator(seed, proposer.device), torch_generator(seed + 1)
     envs = task.make_vector_env(episodes)
     try:
-        observation, _ = envs.reset(seed=seed)
-        steps = envs.step
-        act_dim = int(envs.single_action_space.shape[0])  # type: ignore[index]
-        return _play(
-            task,
-            steps,
-            observation,
-            act_dim,
-            proposer,
-            selection,
-            scorer,
-            seed,
-            coherency,
-            coherency_every,
-        )
+        first, _ = envs.reset(seed=seed)
+        batch = _Running(first, proposer.history_len, task.success)
+        measured: list[float] = []
+        decisions = 0
+        while batch.alive.any():
+            deciding = np.flatnonzero(batch.alive)
+            current = batch.history.tensor()[deciding]
+            proposal = proposer.propose(current, selection.candidates, sampling)
+            chosen = _select(proposal, current[:, -1], selection, scorer, picking)
+            if coherency is not None and decisions % coherency_every == 0:
+                value = coherency(proposal, current[:, -1].numpy())
+                measured += [] if value is None else [value]
+            decisions += 1
+            batch.execute(envs.step, deciding, chosen)
+        return batch.result(measured, decisions)
     finally:
         envs.close()
-
-
-def _play(
-    task: Task,
-    step: Callable[[np.ndarray], tuple],
-    observation: np.ndarray,
-    act_dim: int,
-    proposer: Proposer,
-    selection: Selection,
-    scorer: Scorer | None,
-    seed: int,
-    coherency: CoherencyProbe | None,
-    every: int,
-) -> EpisodeResult:
-    """The decision loop of `roll_out` (see there)."""
-    count = observation.shape[0]
-    history = ObservationHistory(observation, proposer.history_len)
-    sampling = torch_generator(seed, proposer.device)
-    picking = torch_generator(seed + 1)
-    alive = np.ones(count, dtype=bool)
-    returns, lengths = np.zeros(count), np.zeros(count, dtype=int)
-    successes = np.zeros(count, dtype=bool) if task.success else None
-    measured: list[float] = []
-    recorder = _Recorder()
-    decisions = 0
-    while alive.any():
-        deciding = np.flatnonzero(alive)
-        current = history.tensor()[deciding]
-        proposal = proposer.propose(current, selection.candidates, sampling)
-        chosen = _select(proposal, current[:, -1], selection, scorer, picking)
-        if coherency is not None and decisions % every == 0:
-            value = coherency(proposal, current[:, -1].numpy())
-            if value is not None:
-                measured.append(value)
-        decisions += 1
-        for j in range(chosen.shape[1]):
-            running = alive[deciding]
-            if not running.any():
-                break
-            actions = np.zeros((count, act_dim))
-            actions[deciding[running]] = chosen[running, j].double().numpy()
-            before = alive.copy()
-            previous = history.newest().numpy()
-            observation, reward, terminated, truncated, info = step(actions)
-            recorder.add(before, previous, actions, reward, terminated, truncated, observation)
-            returns[before] += reward[before]
-            lengths[before] += 1
-            if successes is not None and "success" in info:
-                successes[before] |= np.asarray(info["success"], dtype=bool)[before]
-            alive &= ~(terminated | truncated)
-            history.push(observation)
-    value = float(np.mean(measured)) if measured else None
-    note = "" if value is not None else "not measured"
-    return EpisodeResult(returns, lengths, successes, value, note, decisions, recorder.dataset())
 
 
 def _select(

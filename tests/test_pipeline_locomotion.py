@@ -1,0 +1,105 @@
+"""End to end on a real simulator: the locomotion profile (Hopper-v5), shrunk, in a temporary
+copy, on a dataset a user brings as D4RL published it plus one `make_dataset` makes.
+
+The user's file is written here in D4RL's exact layout (no provenance attributes, `infos/*` and
+`metadata/*` groups, a last episode that ends without a terminal or timeout); the pipeline
+imports it and trains, aligns and evaluates on it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from support import ROOT
+from test_pipeline import COPY_IGNORE, dvc, ran_stages, set_param
+
+from dmc_core.data import read_dataset
+from dmc_core.profile import apply_profile
+from dmc_envs.tasks import CollectSpec, build_task
+
+pytestmark = pytest.mark.slow
+
+# D4RL's hopper references (d4rl/infos.py), which the hopper task normalises by.
+HOPPER_MIN, HOPPER_MAX = -20.272305, 3234.3
+USER_ROWS = 1500
+
+
+def write_d4rl_file(path: Path) -> int:
+    """Hopper transitions in D4RL's layout; the last episode is left open. Returns its rows."""
+    data, _ = build_task("hopper").collect(CollectSpec("uniform", 0, USER_ROWS, 7, {}))
+    ends = data.episode_ends
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as handle:
+        for key, values in data.arrays().items():
+            handle[key] = values
+        handle["timeouts"][ends[-1]] = False  # the file ends mid-episode
+        handle["infos/qpos"] = np.zeros((len(data), 6))
+        handle["metadata/algorithm"] = "random"
+    return int(ends[-1] - ends[-2])
+
+
+def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    work = tmp_path_factory.mktemp("locomotion") / "dmc"
+    shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
+    (work / "data").mkdir()
+    for profile in ("locomotion.yaml", "locomotion-smoke.yaml"):
+        apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / profile)
+    open_rows = write_d4rl_file(work / "raw" / "hopper-random-v2.hdf5")
+    entry = {"format": "d4rl", "path": "raw/hopper-random-v2.hdf5", "task": "hopper"}
+    set_param(work, "import_dataset.datasets", {"users": entry})
+    for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_sft"):
+        set_param(work, f"{key}.dataset", "users")
+    for run in ("policy", "policy_sft"):
+        set_param(work, f"evaluate.runs.{run}.dataset", "users")
+    # The Diffuser learns from the made dataset, so its critic must too.
+    set_param(
+        work,
+        "fit_critic.critics.made",
+        {
+            "dataset": "random",
+            "hidden": 16,
+            "train": {"steps": 20, "batch_size": 16, "checkpoint_every": 10, "log_every": 10},
+        },
+    )
+    set_param(work, "align.passes.diffuser_sft.critic", "made")
+    for run in ("diffuser", "diffuser_sft"):
+        set_param(work, f"evaluate.runs.{run}.critic", "made")
+    dvc(work, "config", "--local", "core.no_scm", "true")
+
+    ran = ran_stages(dvc(work, "repro").stdout)
+
+    assert {"import_dataset@users", "make_dataset@random", "summarize"} <= ran
+    assert {"align@diffuser_sft", "align@policy_sft", "evaluate@policy_sft"} <= ran
+    imported = read_dataset(work / "data" / "datasets" / "hopper" / "users.hdf5")
+    assert imported.attrs["env_id"] == "Hopper-v5" and imported.attrs["source_format"] == "d4rl"
+    assert len(imported) == USER_ROWS and imported.timeouts[-1]  # the open episode, cut
+    assert imported.episode_slices()[-1].stop - imported.episode_slices()[-1].start == open_rows
+    made = read_dataset(work / "data" / "datasets" / "hopper" / "random.hdf5")
+    assert len(made) == 2000 and made.attrs["env_id"] == "Hopper-v5"
+
+    rows = json.loads((work / "data" / "metrics" / "summary.json").read_text())
+    assert {(r["model"], r["stage"]) for r in rows} >= {
+        ("policy", "aligned"),
+        ("diffuser", "aligned"),
+    }
+    for row in rows:
+        assert row["task"] == "hopper"
+        assert row["dataset"] == ("users" if row["model"] == "policy" else "random")
+        expected = 100 * (row["return_mean"] - HOPPER_MIN) / (HOPPER_MAX - HOPPER_MIN)
+        assert row["normalized_score"] == pytest.approx(expected)
+        assert row["protocol"]["max_episode_steps"] == 1000
+        assert row["episodes"] == 2 and "success_rate" not in row
+        if row["model"] == "policy":  # a D4RL file records no behaviour density
+            assert row["coherency"] is None
+            assert "no behaviour policy" in row["coherency_missing"]
+        else:  # planned Hopper transitions checked in MuJoCo
+            assert 0.0 <= row["coherency"] <= 1.0
+    aligned = json.loads((work / "data" / "models" / "policy_sft" / "metrics.json").read_text())
+    assert any(e["kind"] == "critic_updated" for e in aligned["events"])  # online in Hopper
