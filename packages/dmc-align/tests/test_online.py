@@ -134,3 +134,29 @@ def test_an_online_round_on_a_mujoco_task_records_terminations_and_trains_the_cr
     )
     changed = [k for k, v in critic.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "the critic did not train on the round"
+
+
+@pytest.mark.parametrize(
+    ("knobs", "piece"),
+    [({"reward": "plan_return"}, "plan reward"), ({"dynamics_weight": 1.0}, "differentiable")],
+)
+def test_a_pass_needing_a_piece_hopper_lacks_stops_before_training_naming_it(
+    knobs: dict[str, Any], piece: str
+) -> None:
+    from dmc_core.models import ModelSpec, build_model
+    from dmc_critic import CriticSpec, build_critic
+    from dmc_envs.tasks import CollectSpec, MissingPieceError, build_task
+
+    hopper = build_task("hopper")
+    data, attrs = hopper.collect(CollectSpec("uniform", 0, 200, seed=0, options={}))
+    dataset = TransitionDataset(**data.arrays(), attrs={**hopper.provenance(), **attrs})
+    spec = ModelSpec(kind="diffuser", horizon=4, backbone={"name": "unet", "dim": 8})
+    model = attach_lora(build_model(spec, dataset), LoraSpec(rank=2, alpha=2.0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    values = {"model": "m", "after": "m", "dataset": "d", "critic": "c", "method": "sft"}
+    values |= {"held_out": 8, **knobs}
+    pass_spec = from_plain(PassSpec, values, "test", "pass")
+    critic = build_critic(CriticSpec(hidden=8), dataset)
+    with pytest.raises(MissingPieceError, match=rf"needs the task's {piece}.*'hopper'"):
+        run_pass("p", pass_spec, model, dataset, critic, seed=0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
