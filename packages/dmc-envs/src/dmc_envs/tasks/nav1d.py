@@ -196,6 +196,11 @@ class Nav1D(Task):
 
     def collect(self, spec: CollectSpec) -> tuple[TransitionDataset, dict[str, Any]]:
         """Episodes of the behaviour from starts uniform on [start_low, start_high]."""
+        if spec.transitions:
+            raise ConfigError(
+                f"task {self.describe()} collects whole episodes of H steps: set episodes, and "
+                f"transitions to 0 (got {spec.transitions})"
+            )
         behaviour = self._behaviour(spec)
         options = spec.options
         rng = np.random.default_rng(spec.seed)
