@@ -61,13 +61,22 @@ def test_every_section_validates_against_its_schema() -> None:
         assert config.base is not None
 
 
+PROFILES = ROOT / "pipelines" / "profiles"
+#: Profiles that apply on top of others (in this order), and the stacks users apply.
+BASES = {"locomotion-smoke": ["locomotion"]}
+STACKS = [["locomotion", "paper"]]
+
+
 @pytest.mark.parametrize(
-    "profile", sorted((ROOT / "pipelines" / "profiles").glob("*.yaml")), ids=lambda p: p.stem
+    "stack",
+    [[*BASES.get(p.stem, []), p.stem] for p in sorted(PROFILES.glob("*.yaml"))] + STACKS,
+    ids="+".join,
 )
-def test_every_profile_applies_validates_and_wires(profile: Path, tmp_path: Path) -> None:
+def test_every_profile_applies_validates_and_wires(stack: list[str], tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text())
-    apply_profile(params, profile)
+    for profile in stack:
+        apply_profile(params, PROFILES / f"{profile}.yaml")
     for verb, (_, stage) in cli_stages().items():
         load_stage_config(stage.schema, verb, params)
     assert list(broken_references(read_params(params))) == []
