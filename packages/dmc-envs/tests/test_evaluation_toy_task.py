@@ -138,9 +138,3 @@ def test_a_stage_asking_for_a_missing_piece_is_told_which_and_of_which_task() ->
         task.require("plan_reward", "align.passes.p.reward plan_return")
     with pytest.raises(MissingPieceError, match=r"'countdown' \(test/Countdown-v0\) has none"):
         task.require("dynamics", "planner coherency")
-
-
-def test_actions_beyond_the_action_space_are_executed_and_recorded_clipped() -> None:
-    result = play(Countdown([2, 1]), Constant(5.0))
-    np.testing.assert_allclose(result.transitions.actions, 1.0)
-    np.testing.assert_allclose(result.returns, [2.0, 1.0])  # the env was paid the clipped 1.0

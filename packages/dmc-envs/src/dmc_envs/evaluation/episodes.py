@@ -100,18 +100,13 @@ class _Recorder:
 
 class _Running:
     """A batch of episodes as it plays: which still run, their returns, lengths, successes and
-    observation histories, and every transition they made.
+    observation histories, and every transition they made."""
 
-    Actions are clipped to the action space before they are executed (and recorded as executed):
-    a sample's tail beyond the bounds would otherwise reach a MuJoCo env's control cost unclipped.
-    """
-
-    def __init__(self, task: Task, first: np.ndarray, history_len: int) -> None:
+    def __init__(self, first: np.ndarray, history_len: int, success: bool) -> None:
         count = first.shape[0]
-        self.low, self.high = task.action_bounds()
         self.alive = np.ones(count, dtype=bool)
         self.returns, self.lengths = np.zeros(count), np.zeros(count, dtype=int)
-        self.successes = np.zeros(count, dtype=bool) if task.success else None
+        self.successes = np.zeros(count, dtype=bool) if success else None
         self.history = ObservationHistory(first, history_len)
         self.recorder = _Recorder()
 
@@ -137,7 +132,6 @@ class _Running:
                 return
             actions = np.zeros((self.alive.size, chunk.shape[2]))
             actions[deciding[running]] = chunk[running, j].double().numpy()
-            np.clip(actions, self.low, self.high, out=actions)
             self.advance(step, actions)
 
     def result(self, coherency: list[float], decisions: int) -> EpisodeResult:
@@ -174,7 +168,7 @@ def roll_out(
     envs = task.make_vector_env(episodes)
     try:
         first, _ = envs.reset(seed=seed)
-        batch = _Running(task, first, proposer.history_len)
+        batch = _Running(first, proposer.history_len, task.success)
         measured: list[float] = []
         decisions = 0
         while batch.alive.any():
