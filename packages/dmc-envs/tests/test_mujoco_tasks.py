@@ -209,3 +209,18 @@ def test_the_module_imports_without_loading_mujoco() -> None:
         "assert 'mujoco' not in sys.modules, 'mujoco imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_env_clips_actions_beyond_the_box_before_the_control_cost(name: str) -> None:
+    task = _task(name)
+    high = task.action_bounds()[1]
+    outcomes = []
+    for scale in (1.0, 5.0):  # the box's corner, and far beyond it
+        envs = task.make_vector_env(1)
+        envs.reset(seed=3)
+        obs, reward, *_ = envs.step((high * scale)[None])
+        envs.close()
+        outcomes.append((obs, reward))
+    np.testing.assert_array_equal(outcomes[0][0], outcomes[1][0])
+    np.testing.assert_array_equal(outcomes[0][1], outcomes[1][1])

@@ -20,7 +20,7 @@ NUM_ENVS = 3
 TINY = CollectSpec(
     behaviour="uniform",
     episodes=3,
-    transitions=300,
+    transitions=0,  # whole episodes: every task collects those
     seed=5,
     options={"start_low": -1.0, "start_high": 1.0},
 )

@@ -108,7 +108,7 @@ class LocomotionTask(Task):
             _REFERENCE_SOURCE.format(name=name, env_id=spec.env_id),
         )
         probe = self._make_env()
-        self._action_space = probe.action_space
+        self._action_space = probe.unwrapped.action_space  # the box itself (ClipAction widens it)
         probe.close()
         self.dynamics = StepGaps(self.env_id, self.env_kwargs, spec.velocity_clip)
 
@@ -168,14 +168,18 @@ class LocomotionTask(Task):
         return dataset, attrs
 
     def _make_env(self) -> gymnasium.Env:
+        # Actions beyond the box are clipped by the env, as Nav1D's dynamics clip them: MuJoCo
+        # would clamp the control anyway, but the control cost would see the raw action, and a
+        # diffusion sample's tail beyond [-1, 1] would be charged for force it never applied.
         try:
-            return gymnasium.make(
+            env = gymnasium.make(
                 self.env_id, max_episode_steps=MAX_EPISODE_STEPS, **self.env_kwargs
             )
         except TypeError as err:
             raise ConfigError(
                 f"task {self.describe()}: gymnasium refuses env_kwargs {self.env_kwargs} ({err})"
             ) from None
+        return gymnasium.wrappers.ClipAction(env)
 
 
 class _Episodes:
