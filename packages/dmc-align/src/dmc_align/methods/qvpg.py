@@ -93,7 +93,13 @@ class QVPG:
         denoiser = CreditScaledDenoiser(model.net)
         shape = (history.shape[0], model.horizon, model.transition_dim)
         result = model.formulation.sample(
-            denoiser, shape, cond, generator, inpaint=inpaint, grad_last_k=spec.last_steps
+            denoiser,
+            shape,
+            cond,
+            generator,
+            inpaint=inpaint,
+            grad_last_k=spec.last_steps,
+            clip_x0=model.clip_x0,
         )
         trained = min(spec.last_steps, len(result.steps))
         kappa = credit_weights(spec.credit, result.steps, trained)

@@ -128,6 +128,11 @@ class ControlModel(nn.Module):
         """The training loss (so that DDP wraps the whole model; see `training_loss`)."""
         return self.training_loss(window, generator)
 
+    @property
+    def clip_x0(self) -> float | None:
+        """The spec's clamp of the predicted x0 at every reverse step (None: off)."""
+        return self.spec.formulation.clip_x0 or None
+
     def sample(
         self, history: Tensor, generator: torch.Generator, **sampler_options: Any
     ) -> SampleResult:
@@ -139,6 +144,7 @@ class ControlModel(nn.Module):
         self._check_history(history)
         cond, inpaint = self.condition(history)
         shape = (history.shape[0], self.horizon, self.transition_dim)
+        sampler_options.setdefault("clip_x0", self.clip_x0)
         return self.formulation.sample(
             self.net, shape, cond, generator, inpaint=inpaint, **sampler_options
         )
@@ -183,7 +189,7 @@ class ControlModel(nn.Module):
             history: (B, To, obs_dim); z_t, mean: (B, horizon, transition_dim).
         """
         cond, inpaint = self.condition(history)
-        mean, std = self.formulation.step_gaussian(self.net, index, z_t, cond)
+        mean, std = self.formulation.step_gaussian(self.net, index, z_t, cond, clip_x0=self.clip_x0)
         return mean, std, None if inpaint is None else ~inpaint[0]
 
     @torch.no_grad()

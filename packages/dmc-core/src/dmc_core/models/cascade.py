@@ -174,6 +174,7 @@ class CascadeModel(nn.Module):
         """One refined sample per (history, x_cond) with the formulation's sampler."""
         cond, inpaint = self.condition(history, x_cond)
         shape = (history.shape[0], self.horizon, self.transition_dim)
+        options.setdefault("clip_x0", self.refiner.clip_x0)
         return self.formulation.sample(
             self.refiner.net, shape, cond, generator, inpaint=inpaint, **options
         )

@@ -43,6 +43,9 @@ class FormulationSpec:
     sample_steps: int = knob(0, ge=0, le=1000, doc="reverse steps (ddim/sm/fm); 0 = steps")
     eta: float = knob(0.0, ge=0.0, le=1.0, doc="ddim: 0 deterministic .. 1 ancestral")
     sampler: str = knob("sde", choices=("sde", "ode"), doc="sm: reverse SDE or probability flow")
+    clip_x0: float = knob(
+        0.0, ge=0.0, doc="clamp the predicted x0 to +-clip_x0 at every reverse step (0 = off)"
+    )
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """DDIM samples a subsequence of the training steps, so it cannot take more of them."""
