@@ -87,10 +87,19 @@ def install(
     session.install(*pip, "torch==2.13.0")
     local: list[str] = []
     for name in packages:
-        extras = [*EXTRAS.get(name, ()), *(["test"] if name == tested else [])]
-        folder = f"packages/{name}[{','.join(extras)}]" if extras else f"packages/{name}"
+        folder = f"packages/{name}[test]" if name == tested else f"packages/{name}"
         local += ["-e", folder] if editable else [folder]
+        # The extras' requirements by name: pip's resolver does not match a sibling's plain
+        # requirement (dmc-align -> dmc-envs) to an editable folder given with extras.
+        extra = (*extra, *extra_requirements(name, EXTRAS.get(name, ())))
     session.install(*pip, *local, "pytest", *extra)
+
+
+def extra_requirements(package: str, extras: tuple[str, ...]) -> list[str]:
+    """What the package's `extras` require, from its pyproject.toml."""
+    meta = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
+    optional = meta["project"].get("optional-dependencies", {})
+    return [requirement for name in extras for requirement in optional[name]]
 
 
 @nox.session(tags=["static"])
