@@ -107,6 +107,11 @@ class Refinement(nn.Module):
         return self.cascade.formulation
 
     @property
+    def clip_x0(self) -> float | None:
+        """The refined model's clamp of the predicted x0 (see `ControlModel.clip_x0`)."""
+        return self.cascade.refiner.clip_x0
+
+    @property
     def act_normalizer(self) -> Any:
         """The action normaliser (rewards decode actions with it)."""
         return self.cascade.act_normalizer
