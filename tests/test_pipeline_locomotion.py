@@ -38,6 +38,7 @@ def write_d4rl_file(path: Path) -> int:
         for key, values in data.arrays().items():
             handle[key] = values
         handle["timeouts"][ends[-1]] = False  # the file ends mid-episode
+        handle["terminals"][ends[-1]] = False
         handle["infos/qpos"] = np.zeros((len(data), 6))
         handle["metadata/algorithm"] = "random"
     return int(ends[-1] - ends[-2])
