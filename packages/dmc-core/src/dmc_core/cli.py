@@ -4,6 +4,9 @@ A package lists its stages as `Stage` objects and calls `run_cli`. A verb's name
 stage's name and its `params.yaml` section; paths arrive as flags (they are wiring and live in
 `dvc.yaml`), knobs come from the params file. Input errors (`DmcError`) end the run with one line
 on stderr and exit status 2; anything else is a bug and keeps its traceback.
+
+A verb outside the pipeline (a tool a user runs by hand, with no params section and no DVC
+stage) is a `Command`: its flags are all it takes, and it fails the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dmc_core.config import load_stage_config
 from dmc_core.errors import DmcError
 from dmc_core.lifeline import die_with_dvc
 
-__all__ = ["Arg", "Stage", "run_cli"]
+__all__ = ["Arg", "Command", "Stage", "run_cli"]
 
 EXIT_INPUT_ERROR = 2
 
@@ -33,6 +36,7 @@ class Arg:
     help: str
     required: bool = True
     output: bool = False  # a path the stage writes: stale temporaries of it are removed first
+    switch: bool = False  # a yes/no flag without a value (off unless given), e.g. --force
 
 
 @dataclass(frozen=True)
@@ -49,14 +53,25 @@ class Stage:
     run: Callable[[Any, argparse.Namespace], None]
 
 
-def build_parser(prog: str, stages: Sequence[Stage]) -> argparse.ArgumentParser:
-    """Return the argument parser with one sub-command per stage."""
+@dataclass(frozen=True)
+class Command:
+    """A verb outside the pipeline: no params section is read; `run(args)` gets the flags."""
+
+    name: str
+    summary: str
+    args: tuple[Arg, ...]
+    run: Callable[[argparse.Namespace], None]
+
+
+def build_parser(
+    prog: str, stages: Sequence[Stage], commands: Sequence[Command] = ()
+) -> argparse.ArgumentParser:
+    """Return the argument parser with one sub-command per stage and per command."""
     parser = argparse.ArgumentParser(prog=prog, description=f"Pipeline stages of {prog}.")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for stage in stages:
         verb = sub.add_parser(stage.name, help=stage.summary, description=stage.summary)
-        for arg in stage.args:
-            verb.add_argument(arg.flag, required=arg.required, help=arg.help)
+        _add_args(verb, stage.args)
         verb.add_argument(
             "--params", default="params.yaml", help="params file (default: %(default)s)"
         )
@@ -68,30 +83,52 @@ def build_parser(prog: str, stages: Sequence[Stage]) -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help=f"override a params key, e.g. {stage.name}.<key>=<value> (repeatable)",
         )
+    for command in commands:
+        verb = sub.add_parser(command.name, help=command.summary, description=command.summary)
+        _add_args(verb, command.args)
     return parser
 
 
-def run_cli(prog: str, stages: Sequence[Stage], argv: Sequence[str] | None = None) -> int:
-    """Parse `argv`, load the chosen stage's config and run it; return the exit status."""
-    parser = build_parser(prog, stages)
+def run_cli(
+    prog: str,
+    stages: Sequence[Stage],
+    argv: Sequence[str] | None = None,
+    commands: Sequence[Command] = (),
+) -> int:
+    """Parse `argv`, load the chosen stage's config and run it (or run the chosen command);
+    return the exit status."""
+    parser = build_parser(prog, stages, commands)
     args = parser.parse_args(argv)
     if args.verb is None:
         names = ", ".join(s.name for s in stages) or "none yet"
+        others = f"; other verbs: {', '.join(c.name for c in commands)}" if commands else ""
         parser.print_usage(sys.stderr)
-        print(f"{prog}: choose a stage verb (stages: {names})", file=sys.stderr)
+        print(f"{prog}: choose a stage verb (stages: {names}{others})", file=sys.stderr)
         return EXIT_INPUT_ERROR
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stage = next(s for s in stages if s.name == args.verb)
+    verb = next(v for v in (*stages, *commands) if v.name == args.verb)
     die_with_dvc()
-    for arg in stage.args:
+    for arg in verb.args:
         value = getattr(args, arg.flag.lstrip("-").replace("-", "_"))
         if arg.output and value:
             for stale in remove_stale_temporaries(value):
                 logging.getLogger(prog).info("removed a stale temporary file %s", stale)
     try:
-        config = load_stage_config(stage.schema, stage.name, args.params, args.overrides)
-        stage.run(config, args)
+        if isinstance(verb, Command):
+            verb.run(args)
+        else:
+            config = load_stage_config(verb.schema, verb.name, args.params, args.overrides)
+            verb.run(config, args)
     except DmcError as err:
-        print(f"{prog} {stage.name}: error: {err}", file=sys.stderr)
+        print(f"{prog} {verb.name}: error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     return 0
+
+
+def _add_args(verb: argparse.ArgumentParser, args: Sequence[Arg]) -> None:
+    """A verb's own flags: values (required unless said) and switches."""
+    for arg in args:
+        if arg.switch:
+            verb.add_argument(arg.flag, action="store_true", help=arg.help)
+        else:
+            verb.add_argument(arg.flag, required=arg.required, help=arg.help)

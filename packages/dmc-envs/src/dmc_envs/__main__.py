@@ -1,11 +1,12 @@
-"""`python -m dmc_envs <verb>`: run a dmc-envs pipeline stage."""
+"""`python -m dmc_envs <verb>`: run a dmc-envs pipeline stage, or the `export_minari` command."""
 
 from __future__ import annotations
 
 import sys
 
 from dmc_core.cli import run_cli
+from dmc_envs.export_minari import EXPORT_COMMAND
 from dmc_envs.stages import STAGES
 
 if __name__ == "__main__":
-    sys.exit(run_cli("dmc_envs", STAGES))
+    sys.exit(run_cli("dmc_envs", STAGES, commands=(EXPORT_COMMAND,)))

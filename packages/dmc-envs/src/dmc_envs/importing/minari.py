@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import gymnasium
@@ -27,7 +28,13 @@ from dmc_core.data import ARRAY_KEYS
 from dmc_core.errors import ConfigError, DatasetError
 from dmc_envs.importing.source import SourceData, flags, plain
 
-__all__ = ["ROOT_VARIABLE", "local_dataset_ids", "read_minari"]
+__all__ = [
+    "ROOT_VARIABLE",
+    "datasets_root_set_to",
+    "import_minari",
+    "local_dataset_ids",
+    "read_minari",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +65,9 @@ def read_minari(root: Path, dataset_id: str, key: str) -> SourceData:
         ConfigError: Minari is not installed, or no dataset has that id under the root.
         DatasetError: Minari cannot load it, or its spaces are not flat boxes.
     """
-    try:
-        import minari
-    except ModuleNotFoundError:
-        raise ConfigError(
-            f"{key}.format: 'minari' needs the package 'minari', which is not installed "
-            "(pip install -e 'packages/dmc-envs[minari]')"
-        ) from None
+    minari = import_minari(f"{key}.format: 'minari'")
     label = f"{root / dataset_id} (Minari dataset '{dataset_id}')"
-    with _root_set_to(root):
+    with datasets_root_set_to(root):
         try:
             dataset = minari.load_dataset(dataset_id, download=False)
         except FileNotFoundError:
@@ -103,8 +104,20 @@ def local_dataset_ids(root: Path) -> list[str]:
     )
 
 
+def import_minari(needed_by: str) -> ModuleType:
+    """The `minari` module; a `ConfigError` naming `needed_by` if it is not installed."""
+    try:
+        import minari
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"{needed_by} needs the package 'minari', which is not installed "
+            "(pip install -e 'packages/dmc-envs[minari]')"
+        ) from None
+    return minari
+
+
 @contextlib.contextmanager
-def _root_set_to(root: Path) -> Iterator[None]:
+def datasets_root_set_to(root: Path) -> Iterator[None]:
     """`MINARI_DATASETS_PATH` set to `root` inside, restored (or removed) after."""
     before = os.environ.get(ROOT_VARIABLE)
     os.environ[ROOT_VARIABLE] = str(root)
