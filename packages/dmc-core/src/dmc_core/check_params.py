@@ -27,7 +27,14 @@ from dmc_core.atomic import atomic_write_text
 from dmc_core.config import BaseConfig, knob, read_params
 from dmc_core.errors import ConfigError
 
-__all__ = ["CHECKED", "REFERENCES", "CheckParamsConfig", "Reference", "broken_references"]
+__all__ = [
+    "BEHAVIOUR_KINDS",
+    "CHECKED",
+    "REFERENCES",
+    "CheckParamsConfig",
+    "Reference",
+    "broken_references",
+]
 
 # What the stage writes: the same bytes whatever the params, so that stages after it never re-run
 # because it did.
@@ -40,6 +47,13 @@ CRITICS = "fit_critic.critics"
 PASSES = "align.passes"
 CASCADES = "fit_cascade.cascades"
 RUNS = "evaluate.runs"
+AGENTS = "train_behaviour.agents"
+BEHAVIOUR = "behaviour_datasets.tasks"
+
+#: The datasets `behaviour_datasets@<task>` writes for the pipeline's task (its entry named like
+#: `base.task`); `train_behaviour@<task>` adds `medium_replay`.
+BEHAVIOUR_KINDS = ("medium", "expert", "medium_expert")
+REPLAY_KIND = "medium_replay"
 
 
 @dataclass(frozen=True)
@@ -55,19 +69,19 @@ class Reference:
 
 
 REFERENCES: tuple[Reference, ...] = (
-    Reference(MODELS, "dataset", (DATASETS, IMPORTED)),
-    Reference(CRITICS, "dataset", (DATASETS, IMPORTED)),
+    Reference(MODELS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
+    Reference(CRITICS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     # A pass aligns a foundation or a fit_cascade output (a pass on a cascade starts from it).
     Reference(PASSES, "model", (MODELS, CASCADES)),
     Reference(PASSES, "after", (MODELS, PASSES, CASCADES)),
-    Reference(PASSES, "dataset", (DATASETS, IMPORTED)),
+    Reference(PASSES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     Reference(PASSES, "critic", (CRITICS,)),
     Reference(CASCADES, "model", (MODELS, PASSES)),
     Reference(CASCADES, "foundation", (MODELS, PASSES)),
-    Reference(CASCADES, "dataset", (DATASETS, IMPORTED)),
+    Reference(CASCADES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     Reference(CASCADES, "critic", (CRITICS,)),
     Reference(RUNS, "model", (MODELS, PASSES, CASCADES)),
-    Reference(RUNS, "dataset", (DATASETS, IMPORTED)),
+    Reference(RUNS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     Reference(RUNS, "critic", (CRITICS,)),
 )
 
@@ -96,7 +110,7 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     `dvc.yaml` cannot be resolved, which DVC reports before any stage runs).
     """
     for reference in REFERENCES:
-        names = {target: _entries(params, target) for target in reference.targets}
+        names = {target: _names(params, target) for target in reference.targets}
         for entry, values in _entries(params, reference.entries).items():
             value = values.get(reference.field) if isinstance(values, Mapping) else None
             if value is None or any(value in known for known in names.values()):
@@ -106,9 +120,26 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
                 f"{reference.entries}.{entry}.{reference.field}",
                 f"{value!r} names no entry of {' or '.join(reference.targets)} ({listed})",
             )
-    # A dataset is made or imported, not both: the two would write the same file.
-    for name in sorted(set(_entries(params, DATASETS)) & set(_entries(params, IMPORTED))):
-        yield f"{IMPORTED}.{name}", f"'{name}' is also an entry of {DATASETS} (the same file)"
+    # A dataset is made, imported or collected by a behaviour agent, by one stage only: two
+    # would write the same file.
+    made = dict.fromkeys(_entries(params, DATASETS), DATASETS)
+    task = _entries(params, "base").get("task", "nav1d")
+    for target in (IMPORTED, BEHAVIOUR, AGENTS):
+        key = f"{target}.{{}}" if target == IMPORTED else f"{target}.{task}"
+        for name in sorted(set(made) & set(_names(params, target))):
+            yield key.format(name), f"'{name}' is also a dataset of {made[name]} (the same file)"
+        made |= dict.fromkeys(_names(params, target), target)
+
+
+def _names(params: Mapping[str, Any], target: str) -> Mapping[str, Any] | tuple[str, ...]:
+    """The names a target section gives datasets or entries: its entries, or, for the
+    behaviour sections, the datasets they write for the pipeline's task."""
+    if target not in (BEHAVIOUR, AGENTS):
+        return _entries(params, target)
+    task = _entries(params, "base").get("task", "nav1d")
+    if task not in _entries(params, target):
+        return ()
+    return BEHAVIOUR_KINDS if target == BEHAVIOUR else (REPLAY_KIND,)
 
 
 def _entries(params: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:

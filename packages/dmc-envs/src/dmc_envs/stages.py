@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dmc_core.cli import Arg, Stage
+from dmc_envs.behaviour.datasets import DATASETS_STAGE
+from dmc_envs.behaviour.train import TRAIN_STAGE
 from dmc_envs.config import MakeDatasetConfig
 from dmc_envs.evaluation.config import EvaluateConfig, SummarizeConfig
 from dmc_envs.evaluation.evaluate import evaluate
@@ -29,6 +31,8 @@ STAGES: tuple[Stage, ...] = (
         run=make_dataset,
     ),
     IMPORT_STAGE,
+    TRAIN_STAGE,
+    DATASETS_STAGE,
     Stage(
         name="evaluate",
         summary="Roll one model out by the paper's protocol: scores, coherency, entropy, plots.",

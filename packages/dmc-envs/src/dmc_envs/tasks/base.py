@@ -33,6 +33,7 @@ from torch import Tensor
 
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import ConfigError
+from dmc_envs.behaviour.density import density_from_spec
 
 __all__ = [
     "BehaviourDensity",
@@ -193,11 +194,14 @@ class Task(ABC):
     def behaviour_density(self, attrs: Mapping[str, Any]) -> BehaviourDensity | None:
         """The density of the policy that collected a dataset with these attributes, if known.
 
-        The default reads a uniform box (`behavior_policy_spec` of type `uniform`)."""
+        The default reads `behavior_policy_spec`: a uniform box (type `uniform`), a behaviour
+        agent's actor or a mixture of actors (`dmc_envs.behaviour.density`)."""
         spec = attrs.get("behavior_policy_spec")
-        if isinstance(spec, Mapping) and spec.get("type") == "uniform" and "low" in spec:
+        if not isinstance(spec, Mapping):
+            return None
+        if spec.get("type") == "uniform" and "low" in spec:
             return UniformBoxDensity(spec["low"], spec["high"])
-        return None
+        return density_from_spec(spec)
 
     def plot_episodes(self, observations: list[np.ndarray], path: Path, title: str) -> bool:
         """Draw rolled-out episodes (each (T + 1, obs_dim)) into `path`; False if the task has

@@ -5,10 +5,11 @@ D4RL's normalised score) and one optional piece, `dynamics` (planner coherency, 
 private copy of the simulator: `dmc_envs.tasks.mujoco_dynamics`). They have no differentiable
 dynamics and no plan reward (MuJoCo is not differentiable here), and report no success.
 
-Datasets are collected by one behaviour, `uniform`: actions uniform on the action box, after
-D4RL's random datasets (whole episodes of at most 1000 steps, the last one cut). D4RL rolled
-out a randomly initialised policy instead; uniform actions have a density known exactly, which
-policy coherency needs.
+Datasets are collected by two behaviours: `uniform`, actions uniform on the action box, after
+D4RL's random datasets (D4RL's `--random`; uniform actions have a density known exactly, which
+policy coherency needs), and `actor`, actions sampled from a behaviour agent's stochastic policy
+(`options["actor"]`: a file of `dmc_envs.behaviour`), after D4RL's medium and expert datasets.
+Both roll out whole episodes of at most 1000 steps, the last one cut.
 
 `gymnasium` and `mujoco` (the dmc-envs `mujoco` extra) are imported only when a task is built,
 so the registry loads without them.
@@ -22,24 +23,30 @@ References:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import ConfigError
+from dmc_envs.behaviour.actor import load_actor
+from dmc_envs.behaviour.density import actor_spec
 from dmc_envs.tasks.base import CollectSpec, ReturnScale, Task, UniformBoxDensity
 from dmc_envs.tasks.mujoco_dynamics import StepGaps
 from dmc_envs.tasks.registry import TaskFamily
 
 __all__ = ["BEHAVIOURS", "COLLECT_ENVS", "FAMILY", "LocomotionTask"]
 
+# A behaviour's action rule: observations (n, obs_dim) -> actions (n, act_dim).
+_Act = Callable[[np.ndarray], np.ndarray]
+
 #: Behaviours a locomotion dataset can be collected with.
-BEHAVIOURS = ("uniform",)
+BEHAVIOURS = ("uniform", "actor")
 
 #: Envs stepped side by side while collecting. Part of the recipe: env i of the batch starts
 #: from seed + i, so another number gives another dataset. The vector env steps them one after
@@ -128,20 +135,21 @@ class LocomotionTask(Task):
         )
 
     def collect(self, spec: CollectSpec) -> tuple[TransitionDataset, dict[str, Any]]:
-        """`spec.transitions` rows of uniform random actions (or, if that is 0,
-        `spec.episodes` whole episodes), episodes stored one after another.
+        """`spec.transitions` rows (or, if that is 0, `spec.episodes` whole episodes) of the
+        behaviour's actions, episodes stored one after another: uniform random actions, or the
+        stochastic actions of the actor `spec.options["actor"]` names.
 
         Episodes are stored in the order they end (ties: by env index). Collection stops once
         the ended episodes hold `spec.transitions` rows; the episode that crosses that number
         is cut there and its last kept row is marked a timeout (an episode cut short, as by a
-        time limit). The other envs' unfinished episodes are dropped. `spec.options` are not
-        used.
+        time limit). The other envs' unfinished episodes are dropped.
 
         References:
-            Fu et al., D4RL (2020): the random datasets (see the module docstring).
+            Fu et al., D4RL (2020): the random, medium and expert datasets (see the module
+            docstring).
 
         Raises:
-            ConfigError: the behaviour is not `uniform`, or the spec asks for nothing.
+            ConfigError: an unknown behaviour, no actor file, or a spec that asks for nothing.
         """
         if spec.behaviour not in BEHAVIOURS:
             raise ConfigError(
@@ -153,19 +161,42 @@ class LocomotionTask(Task):
                 f"task {self.describe()}: a dataset needs transitions > 0 or episodes > 0, got "
                 f"transitions={spec.transitions}, episodes={spec.episodes}"
             )
-        low, high = self.action_bounds()
-        episodes = _collect_uniform(self, spec, low, high)
-        dataset = _concatenate(episodes, spec.transitions)
+        act, attrs = self._behaviour(spec)
+        dataset = _concatenate(_collect(self, spec, act), spec.transitions)
+        return dataset, {**attrs, "collect_num_envs": COLLECT_ENVS}
+
+    def _behaviour(self, spec: CollectSpec) -> tuple[_Act, dict[str, Any]]:
+        """The behaviour's action rule (observations -> actions) and its provenance."""
+        where = f"seed {spec.seed}; {COLLECT_ENVS} envs side by side, env i seeded {spec.seed} + i"
+        if spec.behaviour == "uniform":
+            low, high = self.action_bounds()
+            rng = np.random.default_rng(spec.seed)
+            attrs = {
+                "behavior_policy": (
+                    f"uniform random actions on the action box (behavior_policy_spec), drawn "
+                    f"from {where}"
+                ),
+                "behavior_policy_spec": UniformBoxDensity(low, high).to_dict(),
+            }
+            return lambda obs: rng.uniform(low, high, size=(len(obs), low.size)), attrs
+        path = spec.options.get("actor")
+        if not path:
+            raise ConfigError(f"task {self.describe()}: behaviour 'actor' needs an actor file")
+        actor, about = load_actor(path)
+        generator = torch.Generator().manual_seed(spec.seed)
         attrs = {
             "behavior_policy": (
-                f"uniform random actions on the action box (behavior_policy_spec), drawn from "
-                f"seed {spec.seed}; {COLLECT_ENVS} envs side by side, env i seeded "
-                f"{spec.seed} + i"
+                f"actions sampled from the stochastic policy of {path} ({about.get('agent')}, "
+                f"checkpoint step {about.get('checkpoint_step')}), drawn from {where}"
             ),
-            "behavior_policy_spec": UniformBoxDensity(low, high).to_dict(),
-            "collect_num_envs": COLLECT_ENVS,
+            "behavior_policy_spec": actor_spec(path),
         }
-        return dataset, attrs
+
+        @torch.no_grad()
+        def act(obs: np.ndarray) -> np.ndarray:
+            return actor.act(torch.as_tensor(obs, dtype=torch.float32), generator).numpy()
+
+        return act, attrs
 
     def _make_env(self) -> gymnasium.Env:
         # Actions beyond the box are clipped by the env, as Nav1D's dynamics clip them: MuJoCo
@@ -207,12 +238,9 @@ class _Episodes:
         return self.rows if by_rows else len(self.ended)
 
 
-def _collect_uniform(
-    task: LocomotionTask, spec: CollectSpec, low: np.ndarray, high: np.ndarray
-) -> list[dict[str, np.ndarray]]:
-    """Step `COLLECT_ENVS` envs with uniform actions until enough episodes have ended."""
+def _collect(task: LocomotionTask, spec: CollectSpec, act: _Act) -> list[dict[str, np.ndarray]]:
+    """Step `COLLECT_ENVS` envs with the behaviour's actions until enough episodes ended."""
     envs = task.make_vector_env(COLLECT_ENVS)
-    rng = np.random.default_rng(spec.seed)
     by_rows = spec.transitions > 0
     total = spec.transitions if by_rows else spec.episodes
     store = _Episodes(COLLECT_ENVS)
@@ -225,7 +253,7 @@ def _collect_uniform(
         with tqdm(total=total, unit=unit, desc=task.name, disable=total < _PROGRESS_FROM) as bar:
             while store.progress(by_rows) < total:
                 # Cast before stepping, so the stored actions are exactly the ones executed.
-                actions = rng.uniform(low, high, size=(COLLECT_ENVS, low.size)).astype(np.float32)
+                actions = np.asarray(act(observations), dtype=np.float32)
                 next_obs, rewards, terminated, truncated, _ = envs.step(actions)
                 before = store.progress(by_rows)
                 for i in np.flatnonzero(~resetting):
