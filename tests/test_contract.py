@@ -65,8 +65,12 @@ def test_every_section_validates_against_its_schema() -> None:
 
 PROFILES = ROOT / "pipelines" / "profiles"
 #: Profiles that apply on top of others (in this order), and the stacks users apply.
-BASES = {"locomotion-smoke": ["locomotion"]}
-STACKS = [["locomotion", "paper"]]
+BASES = {
+    "locomotion-smoke": ["locomotion"],
+    "d4rl-data": ["locomotion"],
+    "d4rl-data-paper": ["locomotion", "d4rl-data"],
+}
+STACKS = [["locomotion", "paper"], ["locomotion", "d4rl-data", "d4rl-data-paper", "paper"]]
 
 
 @pytest.mark.parametrize(

@@ -74,9 +74,10 @@ class KeptAgent:
     score: float
     mean_return: float
     weights: dict[str, torch.Tensor]
+    seconds: float | None = None  # wall time of the run when it was kept (None: not recorded)
 
     def record(self) -> dict[str, float]:
-        """The JSON part (the weights travel as tensors)."""
+        """The JSON part, without the wall time (the weights travel as tensors)."""
         return {"step": self.step, "score": self.score, "mean_return": self.mean_return}
 
 
@@ -167,7 +168,8 @@ class SacRun:
         curves = Curves(self.curves_dir, self._resume())
         self._reseed()
         observation = self._reset()
-        started, start_step = time.monotonic(), self.step
+        self._clock = time.monotonic()
+        start_step = self.step
         episode_return = 0.0
         with tqdm(
             total=self.spec.steps, initial=self.step, desc=self.task.name, unit="step"
@@ -188,8 +190,8 @@ class SacRun:
                 episode_return = 0.0
                 if self._at_boundary():
                     self._reseed()
-                    self.seconds += time.monotonic() - started
-                    started = time.monotonic()
+                    self.seconds = self._elapsed()
+                    self._clock = time.monotonic()
                     self._save(curves)
                     finished = self.step >= self.spec.steps
                 if not finished:
@@ -254,7 +256,7 @@ class SacRun:
         score = float(self.task.returns.normalized(mean))
         curves.log(self.step, {"eval/normalized_return": score, "eval/return": mean})
         bar.set_postfix(score=f"{score:.1f}")
-        kept = KeptAgent(self.step, score, mean, _actor_weights(self.model))
+        kept = KeptAgent(self.step, score, mean, _actor_weights(self.model), self._elapsed())
         if self.medium is None and score >= self.spec.medium_level:
             self.medium = kept
             log.info("%s: medium level %.1f reached at step %d", self.task.name, score, self.step)
@@ -284,7 +286,7 @@ class SacRun:
             kept = getattr(self, name)
             if kept is not None:
                 tensors |= prefixed_tensors(f"{name}/", kept.weights)
-                record[name] = kept.record()
+                record[name] = {**kept.record(), "seconds": kept.seconds}
         self.snapshot.write(self.step, tensors, record)
 
     def _resume(self) -> dict[str, Any]:
@@ -312,6 +314,10 @@ class SacRun:
                 setattr(self, name, KeptAgent(**record[name], weights=weights))
         log.info("%s: resumed at step %d from %s", self.task.name, step, self.snapshot.path)
         return record["curves"]
+
+    def _elapsed(self) -> float:
+        """Wall time of the run so far, over every call that trained it."""
+        return self.seconds + time.monotonic() - self._clock
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         model = self.model

@@ -66,6 +66,8 @@ def train_behaviour(config: TrainBehaviourConfig, args: argparse.Namespace) -> N
         "seconds": outcome.seconds,
         "env_steps": outcome.steps,
         "env_steps_per_second": outcome.steps / max(outcome.seconds, 1e-9),
+        "seconds_to_medium": outcome.medium.seconds,
+        "seconds_to_expert": outcome.expert.seconds,
     }
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=2) + "\n")
     log.info(
