@@ -30,13 +30,15 @@ EXIT_INPUT_ERROR = 2
 
 @dataclass(frozen=True)
 class Arg:
-    """A command-line flag of a stage: a path (wiring from `dvc.yaml`) or a name."""
+    """A command-line flag of a stage: a path (wiring from `dvc.yaml`) or a name; or, for a
+    `Command`, its positional arguments (`many`: a name without dashes, any number of values)."""
 
     flag: str
     help: str
     required: bool = True
     output: bool = False  # a path the stage writes: stale temporaries of it are removed first
     switch: bool = False  # a yes/no flag without a value (off unless given), e.g. --force
+    many: bool = False  # positional values, e.g. files (at least one if required)
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,11 @@ def run_cli(
 
 
 def _add_args(verb: argparse.ArgumentParser, args: Sequence[Arg]) -> None:
-    """A verb's own flags: values (required unless said) and switches."""
+    """A verb's own flags: values (required unless said), switches and positional values."""
     for arg in args:
         if arg.switch:
             verb.add_argument(arg.flag, action="store_true", help=arg.help)
+        elif arg.many:
+            verb.add_argument(arg.flag, nargs="+" if arg.required else "*", help=arg.help)
         else:
             verb.add_argument(arg.flag, required=arg.required, help=arg.help)

@@ -1,4 +1,5 @@
-"""`python -m dmc_envs <verb>`: run a dmc-envs pipeline stage, or the `export_minari` command."""
+"""`python -m dmc_envs <verb>`: run a dmc-envs pipeline stage, or the `export_minari` and
+`report` commands."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import sys
 
 from dmc_core.cli import run_cli
 from dmc_envs.export_minari import EXPORT_COMMAND
+from dmc_envs.report import REPORT_COMMAND
 from dmc_envs.stages import STAGES
 
 if __name__ == "__main__":
-    sys.exit(run_cli("dmc_envs", STAGES, commands=(EXPORT_COMMAND,)))
+    sys.exit(run_cli("dmc_envs", STAGES, commands=(EXPORT_COMMAND, REPORT_COMMAND)))
