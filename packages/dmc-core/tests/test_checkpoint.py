@@ -10,7 +10,13 @@ import pytest
 import torch
 import yaml
 
-from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint, sidecar_path
+from dmc_core.checkpoint import (
+    check_state_fits,
+    checkpoint_kind,
+    load_checkpoint,
+    save_checkpoint,
+    sidecar_path,
+)
 from dmc_core.errors import CheckpointError, NonFiniteCheckpointError
 from dmc_core.testing import poison_checkpoint
 
@@ -31,6 +37,17 @@ def test_round_trip_keeps_tensors_config_and_metadata(tmp_path: Path) -> None:
     assert loaded.config == {"width": 4}
     assert loaded.metadata == {"step": 10}
     assert sidecar_path(path) == tmp_path / "m.yaml"
+
+
+def test_the_kind_a_sidecar_records_is_read_without_the_weights(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {"checkpoint_kind": "dmc-x"})
+    path.write_bytes(b"not read")
+    assert checkpoint_kind(path) == "dmc-x"
+    plain = save_checkpoint(tmp_path / "p.safetensors", tensors(), {"width": 4})
+    assert checkpoint_kind(plain) is None
+    assert checkpoint_kind(tmp_path / "absent.safetensors") is None
+    sidecar_path(plain).write_text("[not: a mapping")
+    assert checkpoint_kind(plain) is None
 
 
 def test_a_pickle_posing_as_a_checkpoint_is_rejected_not_loaded(tmp_path: Path) -> None:

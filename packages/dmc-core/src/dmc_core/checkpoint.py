@@ -28,6 +28,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "Checkpoint",
     "check_state_fits",
+    "checkpoint_kind",
     "file_sha256",
     "load_checkpoint",
     "save_checkpoint",
@@ -141,6 +142,18 @@ def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], problem: str) -> Non
             raise NonFiniteCheckpointError(
                 f"{problem}: '{name}' has {bad} of {tensor.numel()} entries NaN or inf"
             )
+
+
+def checkpoint_kind(weights: str | os.PathLike[str]) -> str | None:
+    """The `checkpoint_kind` a checkpoint's sidecar records (None: no readable sidecar, or none
+    recorded), read without loading or checking the weights: which loader a file needs."""
+    try:
+        sidecar = yaml.safe_load(sidecar_path(weights).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    config = sidecar.get("config") if isinstance(sidecar, dict) else None
+    kind = config.get("checkpoint_kind") if isinstance(config, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _read_sidecar(weights: Path) -> dict[str, Any]:

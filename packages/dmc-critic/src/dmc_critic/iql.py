@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dmc_core.config import to_plain
 from dmc_core.data import TransitionDataset
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_critic.batches import TransitionBatch
+from dmc_critic.described import Described
 from dmc_critic.losses import expectile_loss, td_target
 from dmc_critic.networks import ScalarMLP
 from dmc_critic.spec import CriticSpec
@@ -32,7 +31,7 @@ from dmc_critic.spec import CriticSpec
 __all__ = ["IQLCritic", "build_critic"]
 
 
-class IQLCritic(nn.Module):
+class IQLCritic(Described):
     """Twin Q(s, a) MLPs with Polyak-averaged target copies, and V(s) fitted by expectiles.
 
     Shapes:
@@ -57,16 +56,6 @@ class IQLCritic(nn.Module):
     def _mlp(self, in_dim: int) -> ScalarMLP:
         s = self.spec
         return ScalarMLP(in_dim, s.hidden, s.layers, s.fourier_frequencies, s.layer_norm)
-
-    @property
-    def obs_dim(self) -> int:
-        """Observation size."""
-        return self.obs_normalizer.dim
-
-    @property
-    def act_dim(self) -> int:
-        """Action size."""
-        return self.act_normalizer.dim
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The online Q and V parameters (the targets only move by `update_target`)."""
@@ -150,15 +139,6 @@ class IQLCritic(nn.Module):
         if len(targets) != len(onlines):
             raise RuntimeError("the target Qs and the online Qs have different parameter lists")
         torch._foreach_lerp_(targets, onlines, self.spec.target_update)
-
-    def describe(self) -> dict[str, Any]:
-        """Everything needed to rebuild this critic around a state dict (checkpoint sidecar)."""
-        return {
-            "kind": self.kind,
-            "obs_dim": self.obs_dim,
-            "act_dim": self.act_dim,
-            "spec": to_plain(self.spec),
-        }
 
 
 def build_critic(spec: CriticSpec, dataset: TransitionDataset) -> IQLCritic:

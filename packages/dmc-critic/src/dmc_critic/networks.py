@@ -1,4 +1,4 @@
-"""The scalar-valued MLP that every critic head (Q and V) is made of."""
+"""The MLPs the critic's heads (Q and V) and the baseline policies are made of."""
 
 from __future__ import annotations
 
@@ -6,15 +6,44 @@ from torch import Tensor, nn
 
 from dmc_core.nets.fourier import FourierFeatures
 
-__all__ = ["ScalarMLP"]
+__all__ = ["ScalarMLP", "mlp"]
+
+
+def mlp(
+    in_dim: int,
+    hidden: int,
+    layers: int,
+    fourier_frequencies: int,
+    layer_norm: bool,
+    out_dim: int = 1,
+) -> nn.Sequential:
+    """Fourier features, then `layers` x (Linear, optional LayerNorm, ReLU), then Linear(., out).
+
+    Every hidden layer is activated, including the last one before the output layer (a port of
+    IDQL's MLP without that activation lost performance, CleanDiffuser #26; IQL's MLP has
+    `activate_final` too); the output is linear. LayerNorm follows the Linear as in jaxrl5's MLP,
+    which IDQL's critic uses.
+
+    Shapes:
+        input: (..., in_dim), already normalised; returns: (..., out_dim).
+    """
+    if layers < 1:
+        raise ValueError(f"layers must be >= 1, got {layers}")
+    features = FourierFeatures(fourier_frequencies)
+    modules: list[nn.Module] = [features]
+    width = features.out_dim(in_dim)
+    for _ in range(layers):
+        modules.append(nn.Linear(width, hidden))
+        if layer_norm:
+            modules.append(nn.LayerNorm(hidden))
+        modules.append(nn.ReLU())
+        width = hidden
+    modules.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*modules)
 
 
 class ScalarMLP(nn.Module):
-    """Fourier features, then `layers` x (Linear, optional LayerNorm, ReLU), then Linear(., 1).
-
-    Every hidden layer is activated, including the last one before the output layer (a port of
-    IDQL's MLP without that activation lost performance, CleanDiffuser #26); the output is linear.
-    LayerNorm follows the Linear as in jaxrl5's MLP, which IDQL's critic uses.
+    """`mlp` with one output, squeezed: every critic head.
 
     Shapes:
         input: (..., in_dim), already normalised.
@@ -30,19 +59,7 @@ class ScalarMLP(nn.Module):
     ) -> None:
         """Build the layers; `layers` >= 1 hidden layers of width `hidden`."""
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
-        features = FourierFeatures(fourier_frequencies)
-        modules: list[nn.Module] = [features]
-        width = features.out_dim(in_dim)
-        for _ in range(layers):
-            modules.append(nn.Linear(width, hidden))
-            if layer_norm:
-                modules.append(nn.LayerNorm(hidden))
-            modules.append(nn.ReLU())
-            width = hidden
-        modules.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*modules)
+        self.net = mlp(in_dim, hidden, layers, fourier_frequencies, layer_norm)
 
     def forward(self, x: Tensor) -> Tensor:
         """The scalar output per row. Shapes: x (..., in_dim) -> (...,)."""

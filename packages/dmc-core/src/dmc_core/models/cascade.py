@@ -26,7 +26,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
+from dmc_core.checkpoint import (
+    check_state_fits,
+    checkpoint_kind,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dmc_core.diffusion import SampleResult
 from dmc_core.errors import CheckpointError
 from dmc_core.models.base import Conditioning, ControlModel
@@ -255,16 +260,7 @@ def save_cascade(
 
 def is_cascade_checkpoint(path: str | os.PathLike[str]) -> bool:
     """Whether a checkpoint's sidecar says it holds a cascade."""
-    import yaml
-
-    from dmc_core.checkpoint import sidecar_path
-
-    try:
-        sidecar = yaml.safe_load(sidecar_path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    config = sidecar.get("config") if isinstance(sidecar, dict) else None
-    return isinstance(config, dict) and config.get("checkpoint_kind") == CASCADE_CHECKPOINT_KIND
+    return checkpoint_kind(path) == CASCADE_CHECKPOINT_KIND
 
 
 def load_cascade(path: str | os.PathLike[str], device: str = "cpu") -> CascadeModel:
