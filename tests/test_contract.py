@@ -28,6 +28,7 @@ EXAMPLE_ENTRIES = {
     },
     "train_behaviour": {"agents": {"hopper": {"medium_level": 44.3}}},
     "behaviour_datasets": {"tasks": {"hopper": {"agents": "data/behaviour/hopper"}}},
+    "fit_policy": {"policies": {"bc": {"kind": "bc", "dataset": "full", "critic": "full"}}},
 }
 
 
@@ -210,6 +211,38 @@ def test_check_params_accepts_a_pass_on_a_cascade(params: dict[str, Any], tmp_pa
     entry = {**changed["align"]["passes"]["policy_sft"], "model": cascade, "after": cascade}
     changed["align"]["passes"]["on_the_cascade"] = entry
     path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert run_check(path, tmp_path / "c.json") == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "problem"),
+    [
+        ({"critic": "ful"}, "fit_policy.policies.bc.critic", "'ful' names no entry"),
+        ({"dataset": "fulll"}, "fit_policy.policies.bc.dataset", "'fulll' names no entry"),
+        ({}, "fit_policy.policies.policy", "'policy' is also an entry of pretrain.models"),
+    ],
+)
+def test_check_params_checks_baseline_policies_and_their_folders(
+    params: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    entry: dict[str, str],
+    key: str,
+    problem: str,
+) -> None:
+    """Catches: a policy naming a missing critic or dataset, and a policy named like a model,
+    which would write the same folder data/models/<name>/ (README, "Baselines")."""
+    changed = copy.deepcopy(params)
+    name = key.split(".")[2]
+    policy = {"kind": "bc", "dataset": "full", "critic": "full"} | entry
+    changed["fit_policy"]["policies"] = {name: policy}
+    changed["evaluate"]["runs"]["bc"] = {"model": name, "stage": "baseline"}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert run_check(path, tmp_path / "c.json") == 2
+    assert f"{key}: {problem}" in capsys.readouterr().err
+    changed["fit_policy"]["policies"] = {"bc": {"kind": "bc", "dataset": "full", "critic": "full"}}
     path.write_text(yaml.safe_dump(changed))
     assert run_check(path, tmp_path / "c.json") == 0
 

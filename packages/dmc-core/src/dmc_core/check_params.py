@@ -44,12 +44,15 @@ DATASETS = "make_dataset.datasets"
 IMPORTED = "import_dataset.datasets"
 MODELS = "pretrain.models"
 CRITICS = "fit_critic.critics"
+POLICIES = "fit_policy.policies"
 PASSES = "align.passes"
 CASCADES = "fit_cascade.cascades"
 RUNS = "evaluate.runs"
 AGENTS = "train_behaviour.agents"
 BEHAVIOUR = "behaviour_datasets.tasks"
 
+#: The sections whose entries each write the folder `data/models/<name>/`.
+MODEL_FOLDERS = (MODELS, PASSES, CASCADES, POLICIES)
 #: The datasets `behaviour_datasets@<task>` writes for the pipeline's task (its entry named like
 #: `base.task`); `train_behaviour@<task>` adds `medium_replay`.
 BEHAVIOUR_KINDS = ("medium", "expert", "medium_expert")
@@ -80,7 +83,10 @@ REFERENCES: tuple[Reference, ...] = (
     Reference(CASCADES, "foundation", (MODELS, PASSES)),
     Reference(CASCADES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     Reference(CASCADES, "critic", (CRITICS,)),
-    Reference(RUNS, "model", (MODELS, PASSES, CASCADES)),
+    Reference(POLICIES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
+    Reference(POLICIES, "critic", (CRITICS,)),
+    # A run evaluates a foundation, a pass, a cascade or a baseline policy.
+    Reference(RUNS, "model", (MODELS, PASSES, CASCADES, POLICIES)),
     Reference(RUNS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     Reference(RUNS, "critic", (CRITICS,)),
 )
@@ -129,6 +135,21 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         for name in sorted(set(made) & set(_names(params, target))):
             yield key.format(name), f"'{name}' is also a dataset of {made[name]} (the same file)"
         made |= dict.fromkeys(_names(params, target), target)
+    yield from _shared_model_folders(params)
+
+
+def _shared_model_folders(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """A name that entries of two sections of `MODEL_FOLDERS` share: both would write
+    `data/models/<name>/` (a baseline policy named like a foundation model, ...)."""
+    owners: dict[str, str] = {}
+    for section in MODEL_FOLDERS:
+        for name in _entries(params, section):
+            if name in owners:
+                yield (
+                    f"{section}.{name}",
+                    f"'{name}' is also an entry of {owners[name]} (the folder data/models/{name})",
+                )
+            owners.setdefault(name, section)
 
 
 def _names(params: Mapping[str, Any], target: str) -> Mapping[str, Any] | tuple[str, ...]:
