@@ -76,3 +76,23 @@ def test_a_run_may_narrow_its_summary_rules_and_an_unknown_one_names_the_key(
     assert summary == [("none", 1), ("q_argmax", 16)]
     with pytest.raises(ConfigError, match=r"evaluate.runs.c.rules: unknown selection rule 'best'"):
         config(["none", "best"])
+
+
+def test_a_baseline_run_is_one_sample_without_sweep_and_refuses_other_rules(
+    tmp_path: Path,
+) -> None:
+    """Catches: a baseline (a policy's mean action) given q_argmax rows or a sweep, whose
+    candidates would all be the same action."""
+
+    def config(rules: list[str]) -> EvaluateConfig:
+        run = {"model": "iql", "stage": "baseline", "rules": rules}
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump({"base": {}, "evaluate": {"runs": {"iql": run}}}))
+        return load_stage_config(EvaluateConfig, "evaluate", params)
+
+    loaded = config([])
+    protocol = loaded.protocol
+    assert _configurations(protocol, protocol.policy, loaded.runs["iql"]) == ([("none", 1)], [])
+    assert config(["none"]).runs["iql"].rules == ["none"]
+    with pytest.raises(ConfigError, match=r"evaluate.runs.iql.rules: \['none', 'q_argmax'\]: "):
+        config(["none", "q_argmax"])

@@ -286,3 +286,25 @@ def test_rows_without_protocol_show_the_score_alone() -> None:
     passes_only = render_report(Sources({"s": [HOPPER_ROWS[-1]]}))
     assert "No foundation or aligned rows in these summaries." in passes_only
     assert "not in the table: diffuser_sft." in passes_only
+
+
+def test_baselines_are_columns_of_their_own_with_one_score() -> None:
+    """Catches: BC and IQL rows (stage `baseline`) left out of the table, or put in a
+    `foundation -> aligned` cell they have no second side for."""
+    baselines = [
+        row(HOPPER, "BC", "baseline", "none", 35.1, 4.0),
+        row(HOPPER, "IQL", "baseline", "none", 47.6, 3.0),
+        row(NAV1D, "IQL", "baseline", "none", 88.0, 2.0, success=0.75),
+    ]
+    text = render_report(Sources({"s": HOPPER_ROWS + baselines}))
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| task"))
+    assert header.startswith("| task | dataset | BC one sample | IQL one sample | Diffuser one ")
+    hopper = next(line for line in lines if line.startswith("| hopper"))
+    assert hopper.startswith("| hopper | medium | 35.1 ± 4.0 | 47.6 ± 3.0 | 52.9 ± 3.1 -> 60.2")
+    assert "Baselines (stage `baseline`): one score, the policy's mean action." in text
+    assert "not in the table: diffuser_sft." in text  # baseline is a stage of the table
+    nav1d = render_report(Sources({"s": NAV1D_ROWS + baselines[2:]}))
+    assert "| nav1d | full | 88.0 ± 2.0 [75%] | 10.0 ± 20.0 [25%] -> 80.0 ± 4.0 [90%] |" in nav1d
+    series = candidate_series(HOPPER_ROWS + baselines)[HOPPER]
+    assert series[("IQL", "baseline", "one sample")] == [(1, 47.6)]

@@ -14,11 +14,12 @@ The table has one row per (task, dataset) and one column per model and selection
 number of candidates ("Diffuser one sample", "Diffuser q_argmax@16", ...). A cell reads
 `foundation -> aligned`, each side the normalised score ± the std of the episode returns in
 score units, with the success rate where the task defines success, and "–" for what was not
-evaluated. Stages other than `foundation` and `aligned` (single passes, cascades) are named
-under the table. A configuration found in several summaries (experiments that differ in seeds)
-is pooled over all their episodes; a row found twice (the same run) counts once. `--plot` draws
-the normalised score against the number of candidates: one panel per (task, dataset), one line
-per model, stage and rule.
+evaluated; a baseline's cell (stage `baseline`: BC, IQL's policy) is its one score. Stages other
+than `foundation`, `aligned` and `baseline` (single passes, cascades) are named under the table.
+A configuration found in several summaries (experiments that differ in seeds) is pooled over all
+their episodes; a row found twice (the same run) counts once. `--plot` draws the normalised score
+against the number of candidates: one panel per (task, dataset), one line per model, stage and
+rule.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from matplotlib.figure import Figure
 from dmc_core.atomic import atomic_path, atomic_write_text
 from dmc_core.cli import Arg, Command
 from dmc_core.errors import DmcError
+from dmc_envs.evaluation.config import BASELINE_STAGE
 from dmc_envs.evaluation.summarize import CONTRACT_KEYS
 
 __all__ = [
@@ -62,6 +64,8 @@ RESULTS_FILE = "results.json"
 EXPERIMENT_SUMMARY = "data/metrics/summary.json"
 #: The two sides of a cell: the foundation model and the end of its alignment recipe.
 CELL_STAGES = ("foundation", "aligned")
+#: The stages of the table's rows: both sides of a cell, and baselines (a cell of one score).
+TABLE_STAGES = (*CELL_STAGES, BASELINE_STAGE)
 #: Experiment states whose commit holds the experiment's own results (None: run in place).
 _FINISHED = (None, "Success")
 MISSING = "–"
@@ -242,7 +246,7 @@ def _sort_key(item: tuple[Key, Any]) -> tuple[str, ...]:
 def render_report(sources: Sources) -> str:
     """The Markdown report: what it was made from, the protocol, the table, how to read it."""
     all_rows = [row for rows in sources.summaries.values() for row in rows]
-    rows = [row for row in all_rows if row["stage"] in CELL_STAGES]
+    rows = [row for row in all_rows if row["stage"] in TABLE_STAGES]
     cells = pool(rows)
     lines = [
         f"**Normalised scores, foundation -> aligned**, from {_sources_line(sources)}.",
@@ -254,7 +258,7 @@ def render_report(sources: Sources) -> str:
         lines += [*_table(cells), "", _legend(cells)]
     else:
         lines.append("No foundation or aligned rows in these summaries.")
-    others = sorted({str(row["stage"]) for row in all_rows} - set(CELL_STAGES))
+    others = sorted({str(row["stage"]) for row in all_rows} - set(TABLE_STAGES))
     if others:
         lines += ["", f"Other stages in the summaries, not in the table: {', '.join(others)}."]
     return "\n".join(lines) + "\n"
@@ -323,20 +327,17 @@ def _table(cells: Mapping[Key, Row]) -> list[str]:
     ]
     for task, dataset in places:
         entries = [
-            _cell(
-                cells.get((task, dataset, model, "foundation", rule, n)),
-                cells.get((task, dataset, model, "aligned", rule, n)),
-            )
+            _cell(*(cells.get((task, dataset, model, stage, rule, n)) for stage in TABLE_STAGES))
             for model, rule, n in columns
         ]
         lines.append(f"| {task} | {dataset} | " + " | ".join(entries) + " |")
     return lines
 
 
-def _cell(foundation: Row | None, aligned: Row | None) -> str:
-    """`foundation -> aligned`, or "–" where neither was evaluated."""
+def _cell(foundation: Row | None, aligned: Row | None, baseline: Row | None = None) -> str:
+    """`foundation -> aligned`, a baseline's score alone, or "–" where none was evaluated."""
     if foundation is None and aligned is None:
-        return MISSING
+        return MISSING if baseline is None else _side(baseline)
     return f"{_side(foundation)} -> {_side(aligned)}"
 
 
@@ -363,6 +364,8 @@ def _legend(cells: Mapping[Key, Row]) -> str:
         f"{MISSING}: not evaluated. One sample: rule `none`; `<rule>@<n>`: the rule choosing "
         "among n candidates per decision."
     )
+    if any(key[3] == BASELINE_STAGE for key in cells):
+        text += f" Baselines (stage `{BASELINE_STAGE}`): one score, the policy's mean action."
     if pooled:
         text += (
             f" {pooled} cell side{'s pool' if pooled > 1 else ' pools'} the episodes of "
@@ -373,10 +376,10 @@ def _legend(cells: Mapping[Key, Row]) -> str:
 
 def candidate_series(rows: Iterable[Row]) -> dict[tuple[str, str], dict[Series, list[Point]]]:
     """The plot's data: by (task, dataset), by (model, stage, rule; "one sample" for `none`),
-    the (candidates, normalised score) points of the foundation and aligned rows."""
+    the (candidates, normalised score) points of the foundation, aligned and baseline rows."""
     panels: dict[tuple[str, str], dict[Series, list[Point]]] = {}
     for (task, dataset, model, stage, rule, n), row in pool(
-        row for row in rows if row["stage"] in CELL_STAGES
+        row for row in rows if row["stage"] in TABLE_STAGES
     ).items():
         what = "one sample" if rule == "none" else rule
         series = panels.setdefault((task, dataset), {})

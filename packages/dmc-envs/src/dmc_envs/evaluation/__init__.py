@@ -17,6 +17,7 @@ from dmc_envs.evaluation.config import (
 )
 from dmc_envs.evaluation.entropy import histogram_entropy
 from dmc_envs.evaluation.episodes import EpisodeResult, Selection, roll_out
+from dmc_envs.evaluation.policies import PolicyProposer
 from dmc_envs.evaluation.proposers import ModelProposer, Proposal, Proposer
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "OptimalProposer",
     "PlanCoherency",
     "PolicyCoherency",
+    "PolicyProposer",
     "Proposal",
     "Proposer",
     "RandomProposer",

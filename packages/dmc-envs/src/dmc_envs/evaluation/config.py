@@ -10,8 +10,11 @@ from dmc_critic import SELECTION_RULES
 
 #: The stage of every cascade run's rows starts with it (cascade, cascade_x2, ...).
 CASCADE_STAGE = "cascade"
+#: The stage of a baseline policy's rows (a `fit_policy` output: BC, IQL's policy).
+BASELINE_STAGE = "baseline"
 
 __all__ = [
+    "BASELINE_STAGE",
     "CASCADE_STAGE",
     "Budget",
     "EvalProtocol",
@@ -36,7 +39,9 @@ class RunSpec:
     model: str = knob("diffuser", doc="model directory name under data/models (dvc.yaml)")
     dataset: str = knob("full", doc="make_dataset entry the model learned from (its task)")
     critic: str = knob("full", doc="fit_critic entry that ranks the candidates")
-    stage: str = knob("foundation", doc="what the model is: foundation, an alignment pass, ...")
+    stage: str = knob(
+        "foundation", doc="what the model is: foundation, an alignment pass, baseline, ..."
+    )
     label: str = knob("", doc="model name in the rows (empty: `model`); passes give their base")
     sweep: bool = knob(True, doc="run the candidates sweep (off for intermediate passes)")
     rules: list[str] = knob(
@@ -51,8 +56,10 @@ class RunSpec:
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """Rules must be known; cascade runs (and only they) have stages that start with
-        `cascade`."""
+        `cascade`; a baseline (a policy's mean action) has one rule, `none`."""
         yield from _unknown_rules("rules", self.rules)
+        if self.stage == BASELINE_STAGE and set(self.rules) - {"none"}:
+            yield "rules", f"{self.rules}: a baseline acts by its policy's mean action: [none]"
         cascaded = self.stage.startswith(CASCADE_STAGE)
         if self.cascade_passes and not cascaded:
             yield "stage", f"'{self.stage}': a cascade run's stage must start with 'cascade'"

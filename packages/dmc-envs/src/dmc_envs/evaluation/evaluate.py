@@ -12,6 +12,10 @@ episode seeds and writes:
     <out>/candidates.json   the sweep as plot data (n_candidates, normalized_score, rule)
     <plots>/<rule>.png      some episodes in the task's picture, one per rule
     <plots>/candidates.png  normalised score against the number of candidates, per rule
+
+The model is a diffusion model (`pretrain`, `align`), a cascade (`fit_cascade`) or a baseline
+policy (`fit_policy`: BC, IQL's policy), told apart by its checkpoint's kind. A baseline's run has
+stage `baseline` and one row: its deterministic mean action, rule `none`, no sweep.
 """
 
 from __future__ import annotations
@@ -35,9 +39,16 @@ from dmc_core.models.cascade import is_cascade_checkpoint, load_cascade
 from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import load_critic
+from dmc_critic.policies import is_policy_checkpoint, load_policy
 from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.coherency import CoherencyProbe, coherency_probe
-from dmc_envs.evaluation.config import Budget, EvalProtocol, EvaluateConfig, RunSpec
+from dmc_envs.evaluation.config import (
+    BASELINE_STAGE,
+    Budget,
+    EvalProtocol,
+    EvaluateConfig,
+    RunSpec,
+)
 from dmc_envs.evaluation.entropy import histogram_entropy
 from dmc_envs.evaluation.episodes import (
     EpisodeResult,
@@ -47,11 +58,12 @@ from dmc_envs.evaluation.episodes import (
     roll_out,
 )
 from dmc_envs.evaluation.plots import plot_candidates
+from dmc_envs.evaluation.policies import POLICY_FORMULATION, PolicyProposer
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
 from dmc_envs.pictures import draw_episodes
 from dmc_envs.tasks import Task, task_for_dataset
 
-__all__ = ["Bench", "evaluate", "evaluate_proposer", "load_proposer"]
+__all__ = ["Bench", "Evaluated", "evaluate", "evaluate_proposer", "load_evaluated", "load_proposer"]
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +88,47 @@ class Bench:
         return cls(task, probe, note)
 
 
+@dataclass(frozen=True)
+class Evaluated:
+    """What a run rolls out, and what its rows say of the model behind it: the dataset it
+    learned from, its kind and formulation, and the denoising steps of one decision."""
+
+    proposer: Proposer
+    dataset: str
+    kind: str
+    formulation: str
+    denoising_steps: int
+
+    @property
+    def role(self) -> str:
+        """`planner` or `policy`: which budget of the protocol, which coherency."""
+        return self.proposer.role
+
+
 def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     """Evaluate `config.runs[args.name]`; write results and pictures (see the module doc)."""
     run = entry(config.runs, args.name, "evaluate.runs", args.params)
     device = choose_device(config.device)
-    model, proposer = load_proposer(
-        args.model, run, str(device), f"{args.params}: evaluate.runs.{args.name}"
-    )
-    if model.spec.dataset != run.dataset:
+    where = f"{args.params}: evaluate.runs.{args.name}"
+    evaluated = load_evaluated(args.model, run, str(device), where)
+    if evaluated.dataset != run.dataset:
         raise ConfigError(
             f"{args.params}: evaluate.runs.{args.name}.dataset is '{run.dataset}' but the model "
-            f"{args.model} learned from '{model.spec.dataset}'"
+            f"{args.model} learned from '{evaluated.dataset}'"
         )
     protocol = config.protocol
-    bench = Bench.from_dataset(read_dataset(args.dataset), args.dataset, model.role, protocol)
+    bench = Bench.from_dataset(read_dataset(args.dataset), args.dataset, evaluated.role, protocol)
     critic = load_critic(args.critic)
     if critic.spec.dataset != run.dataset:
         raise ConfigError(
             f"{args.params}: evaluate.runs.{args.name}: the critic {args.critic} learned from "
             f"'{critic.spec.dataset}', the model from '{run.dataset}'"
         )
+    proposer = evaluated.proposer
     budget = protocol.planner if proposer.role == "planner" else protocol.policy
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
-    identity = _identity(args.name, run, model, bench.task)
-    recipe = _protocol(model, budget, protocol, bench.task, run.cascade_passes)
+    identity = _identity(args.name, run, evaluated, bench.task)
+    recipe = _protocol(evaluated, budget, protocol, bench.task, run.cascade_passes)
     summary_pairs, sweep_pairs = _configurations(protocol, budget, run)
     results = {
         (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
@@ -123,6 +152,27 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     baseline = next((r for r in summary if r["selection"] == "none"), None)
     if sweep:
         plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
+
+
+def load_evaluated(path: str, run: RunSpec, device: str, where: str) -> Evaluated:
+    """What a checkpoint gives to roll out: a `fit_policy` output (a baseline, its runs' stage
+    `baseline`), or a diffusion model or cascade (see `load_proposer`)."""
+    if is_policy_checkpoint(path):
+        return _baseline(path, run, device, where)
+    if run.stage == BASELINE_STAGE:
+        raise ConfigError(f"{where}.stage: '{BASELINE_STAGE}' is for fit_policy outputs: {path}")
+    model, proposer = load_proposer(path, run, device, where)
+    steps = model.formulation.num_steps * (1 + run.cascade_passes)
+    return Evaluated(proposer, model.spec.dataset, model.kind, model.spec.formulation.name, steps)
+
+
+def _baseline(path: str, run: RunSpec, device: str, where: str) -> Evaluated:
+    """A baseline policy: its mean action, one sample per decision, no denoising."""
+    if run.stage != BASELINE_STAGE:
+        raise ConfigError(f"{where}.stage: {path} is a fit_policy output: set '{BASELINE_STAGE}'")
+    policy = load_policy(path, device=device)
+    proposer = PolicyProposer(policy)
+    return Evaluated(proposer, policy.spec.dataset, policy.kind, POLICY_FORMULATION, 0)
 
 
 def load_proposer(
@@ -192,7 +242,10 @@ def _configurations(
     config: EvalProtocol, budget: Budget, run: RunSpec
 ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """The (rule, candidates) pairs of the summary rows (the run's rules, else the protocol's)
-    and of the sweep (empty if the run turns it off)."""
+    and of the sweep (empty if the run turns it off). A baseline acts by its mean action: one
+    row, one sample, no sweep."""
+    if run.stage == BASELINE_STAGE:
+        return [("none", 1)], []
     summary_rules = run.rules or config.rules
     summary = [(rule, 1 if rule == "none" else budget.candidates) for rule in summary_rules]
     rules = config.sweep_rules if run.sweep else []
@@ -210,14 +263,14 @@ def _pair(row: dict[str, Any]) -> tuple[str, int]:
     return row["selection"], row["n_candidates"]
 
 
-def _identity(name: str, run: RunSpec, model: ControlModel, task: Task) -> dict[str, Any]:
+def _identity(name: str, run: RunSpec, evaluated: Evaluated, task: Task) -> dict[str, Any]:
     """The keys that say what every row of this run evaluated."""
     return {
         "task": task.name,
         "dataset": run.dataset,
         "model": run.label or run.model,
-        "kind": model.kind,
-        "formulation": model.spec.formulation.name,
+        "kind": evaluated.kind,
+        "formulation": evaluated.formulation,
         "stage": run.stage,
         "run": name,
         "critic": run.critic,
@@ -225,7 +278,11 @@ def _identity(name: str, run: RunSpec, model: ControlModel, task: Task) -> dict[
 
 
 def _protocol(
-    model: ControlModel, budget: Budget, config: EvalProtocol, task: Task, cascade_passes: int = 0
+    evaluated: Evaluated,
+    budget: Budget,
+    config: EvalProtocol,
+    task: Task,
+    cascade_passes: int = 0,
 ) -> dict[str, Any]:
     """How every row of this run was produced (written into each row). A cascade's steps are
     counted as the refined model's (the cascade is warm-started from the same architecture)."""
@@ -235,10 +292,10 @@ def _protocol(
         "start_states": task.starts,
         "max_episode_steps": task.max_episode_steps,
         "score_references": [task.returns.low, task.returns.high, task.returns.source],
-        "denoising_steps": model.formulation.num_steps * (1 + cascade_passes),
+        "denoising_steps": evaluated.denoising_steps,
         "cascade_passes": cascade_passes,
         "softmax_temperature": config.softmax_temperature,
-        "coherency": "dynamics kernel" if model.role == "planner" else "behaviour density",
+        "coherency": "dynamics kernel" if evaluated.role == "planner" else "behaviour density",
         "coherency_width": config.coherency_width,
         "coherency_every": config.coherency_every,
         "coherency_plans": config.coherency_plans,
