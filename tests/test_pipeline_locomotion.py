@@ -27,6 +27,11 @@ pytestmark = pytest.mark.slow
 # D4RL's hopper references (d4rl/infos.py), which the hopper task normalises by.
 HOPPER_MIN, HOPPER_MAX = -20.272305, 3234.3
 USER_ROWS = 1500
+#: A second critic as small as the smoke profile's.
+FIT_SMALL = {
+    "hidden": 16,
+    "train": {"steps": 20, "batch_size": 16, "checkpoint_every": 10, "log_every": 10},
+}
 
 
 def write_d4rl_file(path: Path) -> int:
@@ -60,15 +65,7 @@ def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
     for run in ("policy", "policy_sft"):
         set_param(work, f"evaluate.runs.{run}.dataset", "users")
     # The Diffuser learns from the made dataset, so its critic must too.
-    set_param(
-        work,
-        "fit_critic.critics.made",
-        {
-            "dataset": "random",
-            "hidden": 16,
-            "train": {"steps": 20, "batch_size": 16, "checkpoint_every": 10, "log_every": 10},
-        },
-    )
+    set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
     set_param(work, "align.passes.diffuser_sft.critic", "made")
     for run in ("diffuser", "diffuser_sft"):
         set_param(work, f"evaluate.runs.{run}.critic", "made")
@@ -104,3 +101,46 @@ def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
             assert 0.0 <= row["coherency"] <= 1.0
     aligned = json.loads((work / "data" / "models" / "policy_sft" / "metrics.json").read_text())
     assert any(e["kind"] == "critic_updated" for e in aligned["events"])  # online in Hopper
+
+
+def test_d4rl_protocol_data_is_made_and_learned_from_through_dvc(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The d4rl-data profile, shrunk: a SAC agent trains for a few thousand steps, its actors
+    collect medium, expert and medium-expert, and the policy learns from `medium`, whose
+    behaviour density (the actor's) gives the policy rows a coherency."""
+    work = tmp_path_factory.mktemp("d4rl-data") / "dmc"
+    shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
+    (work / "data").mkdir()
+    for profile in ("locomotion.yaml", "d4rl-data.yaml", "locomotion-smoke.yaml"):
+        apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / profile)
+    tiny = {"steps": 2000, "medium_level": 0.0, "learning_starts": 500, "batch_size": 32}
+    tiny |= {"hidden": [32, 32], "eval_every": 500, "eval_episodes": 2, "snapshot_every": 500}
+    set_param(work, "train_behaviour.agents", {"hopper": tiny})
+    entry = {"agents": "data/behaviour/hopper", "transitions": 1500, "seed": 0}
+    set_param(work, "behaviour_datasets.tasks", {"hopper": entry})
+    for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_sft"):
+        set_param(work, f"{key}.dataset", "medium")
+    for run in ("policy", "policy_sft"):
+        set_param(work, f"evaluate.runs.{run}.dataset", "medium")
+    set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
+    set_param(work, "align.passes.diffuser_sft.critic", "made")
+    for run in ("diffuser", "diffuser_sft"):
+        set_param(work, f"evaluate.runs.{run}.critic", "made")
+    dvc(work, "config", "--local", "core.no_scm", "true")
+
+    ran = ran_stages(dvc(work, "repro").stdout)
+
+    assert {"train_behaviour@hopper", "behaviour_datasets@hopper", "evaluate@policy"} <= ran
+    folder = work / "data" / "datasets" / "hopper"
+    medium = read_dataset(folder / "medium.hdf5")
+    assert (
+        medium.attrs["behavior_policy_spec"]["path"] == "data/behaviour/hopper/medium.safetensors"
+    )
+    assert len(read_dataset(folder / "medium_expert.hdf5")) == 3000
+    assert len(read_dataset(folder / "medium_replay.hdf5")) == medium.attrs["checkpoint_step"]
+    rows = json.loads((work / "data" / "metrics" / "summary.json").read_text())
+    policy_rows = [r for r in rows if r["model"] == "policy"]
+    assert policy_rows and all(r["dataset"] == "medium" for r in policy_rows)
+    assert all(r["coherency"] is not None and r["coherency"] > 0 for r in policy_rows)
+    assert not dvc(work, "status", "--json").stdout.strip("{}\n ")  # nothing left to run
