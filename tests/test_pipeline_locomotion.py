@@ -49,27 +49,38 @@ def write_d4rl_file(path: Path) -> int:
     return int(ends[-1] - ends[-2])
 
 
-def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    work = tmp_path_factory.mktemp("locomotion") / "dmc"
+def locomotion_copy(factory: pytest.TempPathFactory, name: str, *profiles: str) -> Path:
+    """A copy of the project with these profiles, then the smoke sizes, applied."""
+    work = factory.mktemp(name) / "dmc"
     shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
     (work / "data").mkdir()
-    for profile in ("locomotion.yaml", "locomotion-smoke.yaml"):
+    for profile in (*profiles, "locomotion-smoke.yaml"):
         apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / profile)
-    open_rows = write_d4rl_file(work / "raw" / "hopper-random-v2.hdf5")
-    entry = {"format": "d4rl", "path": "raw/hopper-random-v2.hdf5", "task": "hopper"}
-    set_param(work, "import_dataset.datasets", {"users": entry})
+    dvc(work, "config", "--local", "core.no_scm", "true")
+    return work
+
+
+def policy_learns_from(work: Path, dataset: str) -> None:
+    """The policy, its critic, pass and runs on `dataset`; the Diffuser keeps the made random
+    data with a critic of its own."""
     for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_sft"):
-        set_param(work, f"{key}.dataset", "users")
+        set_param(work, f"{key}.dataset", dataset)
     for run in ("policy", "policy_sft"):
-        set_param(work, f"evaluate.runs.{run}.dataset", "users")
-    # The Diffuser learns from the made dataset, so its critic must too.
+        set_param(work, f"evaluate.runs.{run}.dataset", dataset)
     set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
     set_param(work, "align.passes.diffuser_sft.critic", "made")
     for run in ("diffuser", "diffuser_sft"):
         set_param(work, f"evaluate.runs.{run}.critic", "made")
-    dvc(work, "config", "--local", "core.no_scm", "true")
+
+
+def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    work = locomotion_copy(tmp_path_factory, "locomotion", "locomotion.yaml")
+    open_rows = write_d4rl_file(work / "raw" / "hopper-random-v2.hdf5")
+    entry = {"format": "d4rl", "path": "raw/hopper-random-v2.hdf5", "task": "hopper"}
+    set_param(work, "import_dataset.datasets", {"users": entry})
+    policy_learns_from(work, "users")
 
     ran = ran_stages(dvc(work, "repro").stdout)
 
@@ -109,25 +120,13 @@ def test_d4rl_protocol_data_is_made_and_learned_from_through_dvc(
     """The d4rl-data profile, shrunk: a SAC agent trains for a few thousand steps, its actors
     collect medium, expert and medium-expert, and the policy learns from `medium`, whose
     behaviour density (the actor's) gives the policy rows a coherency."""
-    work = tmp_path_factory.mktemp("d4rl-data") / "dmc"
-    shutil.copytree(ROOT, work, ignore=COPY_IGNORE)
-    (work / "data").mkdir()
-    for profile in ("locomotion.yaml", "d4rl-data.yaml", "locomotion-smoke.yaml"):
-        apply_profile(work / "params.yaml", work / "pipelines" / "profiles" / profile)
+    work = locomotion_copy(tmp_path_factory, "d4rl-data", "locomotion.yaml", "d4rl-data.yaml")
     tiny = {"steps": 2000, "medium_level": 0.0, "learning_starts": 500, "batch_size": 32}
     tiny |= {"hidden": [32, 32], "eval_every": 500, "eval_episodes": 2, "snapshot_every": 500}
     set_param(work, "train_behaviour.agents", {"hopper": tiny})
     entry = {"agents": "data/behaviour/hopper", "transitions": 1500, "seed": 0}
     set_param(work, "behaviour_datasets.tasks", {"hopper": entry})
-    for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_sft"):
-        set_param(work, f"{key}.dataset", "medium")
-    for run in ("policy", "policy_sft"):
-        set_param(work, f"evaluate.runs.{run}.dataset", "medium")
-    set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
-    set_param(work, "align.passes.diffuser_sft.critic", "made")
-    for run in ("diffuser", "diffuser_sft"):
-        set_param(work, f"evaluate.runs.{run}.critic", "made")
-    dvc(work, "config", "--local", "core.no_scm", "true")
+    policy_learns_from(work, "medium")
 
     ran = ran_stages(dvc(work, "repro").stdout)
 

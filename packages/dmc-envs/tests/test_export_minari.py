@@ -17,7 +17,7 @@ import yaml
 from dmc_core.cli import run_cli
 from dmc_core.data import ARRAY_KEYS, TransitionDataset, read_dataset, write_dataset
 from dmc_core.errors import ConfigError, DatasetError
-from dmc_core.testing import run_module
+from dmc_core.testing import episode_arrays, run_module
 from dmc_envs.export_minari import EXPORT_COMMAND, PROVENANCE_KEY, export_minari
 from dmc_envs.import_dataset import IMPORT_STAGE
 from dmc_envs.importing.minari import read_minari
@@ -26,25 +26,6 @@ from dmc_envs.importing.minari import read_minari
 # 6-11, 12-14.
 EPISODES = ((5, "terminal"), (1, "timeout"), (6, "timeout"), (3, "terminal"))
 HOPPER_ID = "dmc/hopper-tiny-v0"
-
-
-def episode_arrays(
-    episodes: tuple[tuple[int, str], ...], obs_dim: int, act_dim: int, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Random episodes back to back in the layout (next observations chained in each)."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
-    for length, end in episodes:
-        states = rng.normal(size=(length + 1, obs_dim)).astype(np.float32)
-        parts["observations"].append(states[:-1])
-        parts["next_observations"].append(states[1:])
-        parts["actions"].append(rng.uniform(-1, 1, size=(length, act_dim)).astype(np.float32))
-        parts["rewards"].append(rng.normal(1.0, 0.5, size=length).astype(np.float32))
-        for key, kind in (("terminals", "terminal"), ("timeouts", "timeout")):
-            flag = np.zeros(length, dtype=bool)
-            flag[-1] = end == kind
-            parts[key].append(flag)
-    return {key: np.concatenate(chunks) for key, chunks in parts.items()}
 
 
 def write_project_dataset(

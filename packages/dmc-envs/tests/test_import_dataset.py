@@ -17,6 +17,7 @@ import yaml
 
 from dmc_core.cli import run_cli
 from dmc_core.data import ARRAY_KEYS, TransitionDataset, read_dataset, write_dataset
+from dmc_core.testing import episode_arrays as random_episodes
 from dmc_envs.import_dataset import IMPORT_STAGE, _bounds_in
 from dmc_envs.tasks import build_task, task_for_dataset
 
@@ -30,20 +31,8 @@ MINARI_EPISODES = ((4, "terminal"), (5, "timeout"), (3, "open"))
 
 
 def episode_arrays(episodes: tuple[tuple[int, str], ...], seed: int = 0) -> dict[str, np.ndarray]:
-    """Random episodes back to back in the layout (next observations chained in each)."""
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
-    for length, end in episodes:
-        states = rng.normal(size=(length + 1, OBS)).astype(np.float32)
-        parts["observations"].append(states[:-1])
-        parts["next_observations"].append(states[1:])
-        parts["actions"].append(rng.uniform(-1, 1, size=(length, ACT)).astype(np.float32))
-        parts["rewards"].append(rng.normal(1.0, 0.5, size=length).astype(np.float32))
-        for key, kind in (("terminals", "terminal"), ("timeouts", "timeout")):
-            flag = np.zeros(length, dtype=bool)
-            flag[-1] = end == kind
-            parts[key].append(flag)
-    return {key: np.concatenate(chunks) for key, chunks in parts.items()}
+    """Random episodes of this file's sizes (see `dmc_core.testing.episode_arrays`)."""
+    return random_episodes(episodes, OBS, ACT, seed)
 
 
 def write_d4rl(path: Path, arrays: dict[str, np.ndarray], drop: tuple[str, ...] = ()) -> Path:

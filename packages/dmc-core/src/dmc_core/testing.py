@@ -14,13 +14,14 @@ import torch
 from torch import Tensor
 
 from dmc_core.cli import Stage
-from dmc_core.data import TransitionDataset
+from dmc_core.data import ARRAY_KEYS, TransitionDataset
 
 __all__ = [
     "LinearDenoiser",
     "RecordingDenoiser",
     "assert_inpainted",
     "check_entry_point",
+    "episode_arrays",
     "poison_checkpoint",
     "run_module",
     "torch_threads",
@@ -142,3 +143,23 @@ def poison_checkpoint(path: str | Path, entries: int = 1) -> str:
     sidecar["sha256"] = file_sha256(path)
     sidecar_path(path).write_text(yaml.safe_dump(sidecar, sort_keys=False), encoding="utf-8")
     return name
+
+
+def episode_arrays(
+    episodes: Sequence[tuple[int, str]], obs_dim: int, act_dim: int, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random episodes back to back in the dataset layout, each `(length, end)` ending in a
+    `"terminal"`, a `"timeout"` or neither (`"open"`); next observations chained in each."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {key: [] for key in ARRAY_KEYS}
+    for length, end in episodes:
+        states = rng.normal(size=(length + 1, obs_dim)).astype(np.float32)
+        parts["observations"].append(states[:-1])
+        parts["next_observations"].append(states[1:])
+        parts["actions"].append(rng.uniform(-1, 1, size=(length, act_dim)).astype(np.float32))
+        parts["rewards"].append(rng.normal(1.0, 0.5, size=length).astype(np.float32))
+        for key, kind in (("terminals", "terminal"), ("timeouts", "timeout")):
+            flag = np.zeros(length, dtype=bool)
+            flag[-1] = end == kind
+            parts[key].append(flag)
+    return {key: np.concatenate(chunks) for key, chunks in parts.items()}
