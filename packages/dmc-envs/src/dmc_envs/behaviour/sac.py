@@ -256,11 +256,15 @@ class SacRun:
         score = float(self.task.returns.normalized(mean))
         curves.log(self.step, {"eval/normalized_return": score, "eval/return": mean})
         bar.set_postfix(score=f"{score:.1f}")
+        reaches_medium = self.medium is None and score >= self.spec.medium_level
+        is_best = self.best is None or score > self.best.score
+        if not (reaches_medium or is_best):
+            return  # copy the actor only when it is kept
         kept = KeptAgent(self.step, score, mean, _actor_weights(self.model), self._elapsed())
-        if self.medium is None and score >= self.spec.medium_level:
+        if reaches_medium:
             self.medium = kept
             log.info("%s: medium level %.1f reached at step %d", self.task.name, score, self.step)
-        if self.best is None or score > self.best.score:
+        if is_best:
             self.best = kept
 
     # ----- snapshots -----------------------------------------------------------------------
