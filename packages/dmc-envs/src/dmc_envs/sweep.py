@@ -1,0 +1,265 @@
+"""Command `sweep`: one DVC experiment per (task, dataset), its flags derived from the params.
+
+    python -m dmc_envs sweep --tasks hopper walker2d --datasets medium medium_replay   # print
+    python -m dmc_envs sweep --tasks hopper walker2d --datasets medium --queue         # queue
+    dvc queue start
+    python -m dmc_envs report --exps --out report.md --plot report.png
+
+An experiment on another dataset must set the dataset of every params entry that names one: the
+models, critics, passes, cascades, baseline policies and evaluation runs. Which sections those
+are is read off `check_params.REFERENCES` (its `dataset` references), and their entries off the
+params file, so an entry a profile adds (a baseline policy, its evaluation run) is swept without
+a change here. Each experiment gets `-S base.task=<task>`, `-S <section>.<entry>.dataset=<dataset>`
+for every such entry, and the name `<task>-<dataset>`.
+
+Every pair is checked before anything is printed or queued: its overrides, applied to a copy of
+the params, must leave every reference intact (`check_params.broken_references`). A dataset the
+task cannot produce (`medium` for a task without a `behaviour_datasets.tasks.<task>` entry)
+stops the command, naming the pair and the key, and nothing is queued.
+
+The params file is only read: `dvc exp run -S` applies the flags to the repository's
+`params.yaml` when the experiment is queued, so `--params` should name that file (the default)
+or a copy of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from dmc_core.check_params import (
+    AGENTS,
+    BEHAVIOUR,
+    BEHAVIOUR_KINDS,
+    REFERENCES,
+    REPLAY_KIND,
+    broken_references,
+)
+from dmc_core.cli import Arg, Command
+from dmc_core.config import read_params
+from dmc_core.errors import ConfigError, DmcError
+from dmc_envs.tasks.registry import task_names
+
+__all__ = [
+    "SWEEP_COMMAND",
+    "Experiment",
+    "applied",
+    "check_tasks",
+    "command_line",
+    "dataset_sections",
+    "experiment_name",
+    "find_dvc",
+    "overrides",
+    "plan",
+    "queue",
+]
+
+NAME = "sweep"
+TASK_KEY = ("base", "task")
+#: What to run once the experiments are queued.
+NEXT_STEPS = "dvc queue start", "python -m dmc_envs report --exps --out report.md --plot report.png"
+#: The sections that collect datasets per task, and the datasets an entry of theirs writes.
+_BEHAVIOUR_SECTIONS = {BEHAVIOUR: BEHAVIOUR_KINDS, AGENTS: (REPLAY_KIND,)}
+#: A name DVC accepts for an experiment (a git ref component, kept to plain characters).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")
+
+#: A params override: the key as its path of names, and the value.
+Override = tuple[tuple[str, ...], str]
+#: Runs one command line; a test passes a fake one, never real DVC.
+Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One queued experiment: its pair, its name and the `dvc exp run` command line."""
+
+    task: str
+    dataset: str
+    name: str
+    argv: tuple[str, ...]
+
+
+def dataset_sections() -> tuple[str, ...]:
+    """The params sections whose entries name a dataset (the `dataset` references checked by
+    `check_params`), in the order of `REFERENCES`."""
+    found = (reference.entries for reference in REFERENCES if reference.field == "dataset")
+    return tuple(dict.fromkeys(found))
+
+
+def overrides(params: Mapping[str, Any], task: str, dataset: str) -> list[Override]:
+    """The overrides of one pair: `base.task`, then the `dataset` of every entry that has one,
+    section by section in `dataset_sections()` order and entries in the file's order."""
+    found: list[Override] = [(TASK_KEY, task)]
+    for section in dataset_sections():
+        path = tuple(section.split("."))
+        for entry, values in _mapping_at(params, path).items():
+            if isinstance(values, Mapping) and "dataset" in values:
+                found.append(((*path, str(entry), "dataset"), dataset))
+    return found
+
+
+def applied(params: Mapping[str, Any], changes: Sequence[Override]) -> dict[str, Any]:
+    """A deep copy of the params with the overrides set (the params themselves untouched)."""
+    result = copy.deepcopy(dict(params))
+    for path, value in changes:
+        node = result
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}  # a section left empty (`base:`) or absent
+            node = node[part]
+        node[path[-1]] = value
+    return result
+
+
+def experiment_name(task: str, dataset: str) -> str:
+    """`<task>-<dataset>`, refused unless DVC accepts it as an experiment name (a git ref
+    component: no `/`, spaces, `..`, ...; `_` and `-` are fine)."""
+    name = f"{task}-{dataset}"
+    if not _NAME.fullmatch(name) or name.endswith(".lock"):
+        raise ConfigError(
+            f"{task} {dataset}: '{name}' is no valid DVC experiment name "
+            "(letters, digits, '_', '-', '+' and single dots only)"
+        )
+    return name
+
+
+def check_tasks(tasks: Sequence[str]) -> None:
+    """Refuse a task name the registry does not know, naming the known ones."""
+    known = task_names()
+    unknown = [task for task in tasks if task not in known]
+    if unknown:
+        raise ConfigError(f"unknown task {', '.join(unknown)} (known tasks: {', '.join(known)})")
+
+
+def plan(
+    params: Mapping[str, Any], tasks: Sequence[str], datasets: Sequence[str]
+) -> list[Experiment]:
+    """The experiments of every (task, dataset) pair, tasks outer; each checked first.
+
+    Raises:
+        ConfigError: an unknown task, no entry that names a dataset, an invalid experiment name,
+            or a pair whose overrides break a reference (every such pair is named).
+    """
+    check_tasks(tasks)
+    pairs = list(product(dict.fromkeys(tasks), dict.fromkeys(datasets)))  # repeats dropped
+    if pairs and len(overrides(params, *pairs[0])) == 1:
+        sections = ", ".join(dataset_sections())
+        raise ConfigError(f"no entry of {sections} names a dataset: there is nothing to sweep")
+    broken = [_first_broken(params, task, dataset) for task, dataset in pairs]
+    problems = [problem for problem in broken if problem is not None]
+    if problems:
+        listed = "\n  ".join(problems)
+        raise ConfigError(
+            f"{len(problems)} pair(s) would break a reference, nothing queued:\n  {listed}"
+        )
+    return [_experiment(params, task, dataset) for task, dataset in pairs]
+
+
+def _first_broken(params: Mapping[str, Any], task: str, dataset: str) -> str | None:
+    """The pair and its first broken reference (key: problem), or None if it has none."""
+    broken = next(broken_references(applied(params, overrides(params, task, dataset))), None)
+    if broken is None:
+        return None
+    key, problem = broken
+    return f"task {task}, dataset {dataset}: {key}: {problem}{_hint(params, task, dataset)}"
+
+
+def _hint(params: Mapping[str, Any], task: str, dataset: str) -> str:
+    """Which entry would make `dataset` for `task`, if a behaviour section would and lacks it."""
+    for section, kinds in _BEHAVIOUR_SECTIONS.items():
+        if dataset in kinds and task not in _mapping_at(params, tuple(section.split("."))):
+            return f"; '{dataset}' of {task} needs an entry {section}.{task}"
+    return ""
+
+
+def _experiment(params: Mapping[str, Any], task: str, dataset: str) -> Experiment:
+    """The `dvc exp run --queue` command line of one (checked) pair."""
+    name = experiment_name(task, dataset)
+    argv = ["dvc", "exp", "run", "--queue", "-n", name]
+    for path, value in overrides(params, task, dataset):
+        argv += ["-S", f"{'.'.join(path)}={value}"]
+    return Experiment(task, dataset, name, tuple(argv))
+
+
+def command_line(experiment: Experiment) -> str:
+    """The experiment's command, shell-quoted, ready to paste."""
+    return shlex.join(experiment.argv)
+
+
+def find_dvc() -> str:
+    """The `dvc` executable: on PATH, or else beside this Python (an unactivated venv)."""
+    found = shutil.which("dvc") or shutil.which("dvc", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise DmcError("--queue needs the dvc command, found neither on PATH nor beside Python")
+    return found
+
+
+def queue(experiments: Sequence[Experiment], runner: Runner) -> None:
+    """Run each experiment's command in order, printing progress; stop at the first failure.
+
+    Raises:
+        DmcError: a command failed (its exit status and stderr, and what was queued before it).
+    """
+    for number, experiment in enumerate(experiments, start=1):
+        print(f"[{number}/{len(experiments)}] queueing {experiment.name}", flush=True)
+        done = runner(experiment.argv)
+        if done.returncode != 0:
+            before = ", ".join(e.name for e in experiments[: number - 1]) or "none"
+            raise DmcError(
+                f"{experiment.name}: dvc exp run exited with status {done.returncode} "
+                f"(queued before it: {before}): {(done.stderr or '').strip()}"
+            )
+
+
+def _dvc_runner(dvc: str) -> Runner:
+    """A runner that runs a command line with `dvc` resolved to its executable."""
+
+    def run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([dvc, *argv[1:]], capture_output=True, text=True, check=False)
+
+    return run
+
+
+def _mapping_at(params: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
+    """The mapping at a key path (`("align", "passes")`), or an empty one."""
+    node: Any = params
+    for part in path:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node if isinstance(node, Mapping) else {}
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The command: plan and check every pair, then print the commands or queue them."""
+    if not args.tasks or not args.datasets:
+        raise DmcError("name at least one task and one dataset: --tasks ... --datasets ...")
+    experiments = plan(read_params(args.params or "params.yaml"), args.tasks, args.datasets)
+    if args.queue:
+        queue(experiments, _dvc_runner(find_dvc()))
+        print(f"queued {len(experiments)} experiment(s); next: {' && '.join(NEXT_STEPS)}")
+        return
+    for experiment in experiments:
+        print(command_line(experiment))
+    print(f"# then: {' && '.join(NEXT_STEPS)}")
+
+
+SWEEP_COMMAND = Command(
+    name=NAME,
+    summary="One DVC experiment per (task, dataset): print its dvc exp run command, or queue it.",
+    args=(
+        Arg("--tasks", "the tasks (registered task names)", many=True),
+        Arg("--datasets", "the datasets, by the names the params give them", many=True),
+        Arg("--params", "the params file the flags are derived from (default: params.yaml)", False),
+        Arg("--queue", "run the `dvc exp run --queue` commands, not print them", switch=True),
+    ),
+    run=_run,
+)
