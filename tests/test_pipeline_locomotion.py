@@ -63,13 +63,13 @@ def locomotion_copy(factory: pytest.TempPathFactory, name: str, *profiles: str) 
 def policy_learns_from(work: Path, dataset: str) -> None:
     """The policy, its critic, pass and runs on `dataset`; the Diffuser keeps the made random
     data with a critic of its own."""
-    for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_sft"):
+    for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_qvpg"):
         set_param(work, f"{key}.dataset", dataset)
-    for run in ("policy", "policy_sft"):
+    for run in ("policy", "policy_qvpg"):
         set_param(work, f"evaluate.runs.{run}.dataset", dataset)
     set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
-    set_param(work, "align.passes.diffuser_sft.critic", "made")
-    for run in ("diffuser", "diffuser_sft"):
+    set_param(work, "align.passes.diffuser_qvpg.critic", "made")
+    for run in ("diffuser", "diffuser_qvpg"):
         set_param(work, f"evaluate.runs.{run}.critic", "made")
 
 
@@ -85,7 +85,7 @@ def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
     ran = ran_stages(dvc(work, "repro").stdout)
 
     assert {"import_dataset@users", "make_dataset@random", "summarize"} <= ran
-    assert {"align@diffuser_sft", "align@policy_sft", "evaluate@policy_sft"} <= ran
+    assert {"align@diffuser_qvpg", "align@policy_qvpg", "evaluate@policy_qvpg"} <= ran
     imported = read_dataset(work / "data" / "datasets" / "hopper" / "users.hdf5")
     assert imported.attrs["env_id"] == "Hopper-v5" and imported.attrs["source_format"] == "d4rl"
     assert len(imported) == USER_ROWS and imported.timeouts[-1]  # the open episode, cut
@@ -110,7 +110,7 @@ def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
             assert "no behaviour policy" in row["coherency_missing"]
         else:  # planned Hopper transitions checked in MuJoCo
             assert 0.0 <= row["coherency"] <= 1.0
-    aligned = json.loads((work / "data" / "models" / "policy_sft" / "metrics.json").read_text())
+    aligned = json.loads((work / "data" / "models" / "policy_qvpg" / "metrics.json").read_text())
     assert any(e["kind"] == "critic_updated" for e in aligned["events"])  # online in Hopper
 
 
