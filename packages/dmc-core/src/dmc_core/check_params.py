@@ -34,6 +34,7 @@ __all__ = [
     "CheckParamsConfig",
     "Reference",
     "broken_references",
+    "entries_at",
 ]
 
 # What the stage writes: the same bytes whatever the params, so that stages after it never re-run
@@ -117,7 +118,7 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """
     for reference in REFERENCES:
         names = {target: _names(params, target) for target in reference.targets}
-        for entry, values in _entries(params, reference.entries).items():
+        for entry, values in entries_at(params, reference.entries).items():
             value = values.get(reference.field) if isinstance(values, Mapping) else None
             if value is None or any(value in known for known in names.values()):
                 continue
@@ -128,8 +129,8 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             )
     # A dataset is made, imported or collected by a behaviour agent, by one stage only: two
     # would write the same file.
-    made = dict.fromkeys(_entries(params, DATASETS), DATASETS)
-    task = _entries(params, "base").get("task", "nav1d")
+    made = dict.fromkeys(entries_at(params, DATASETS), DATASETS)
+    task = entries_at(params, "base").get("task", "nav1d")
     for target in (IMPORTED, BEHAVIOUR, AGENTS):
         key = f"{target}.{{}}" if target == IMPORTED else f"{target}.{task}"
         for name in sorted(set(made) & set(_names(params, target))):
@@ -143,7 +144,7 @@ def _shared_model_folders(params: Mapping[str, Any]) -> Iterator[tuple[str, str]
     `data/models/<name>/` (a baseline policy named like a foundation model, ...)."""
     owners: dict[str, str] = {}
     for section in MODEL_FOLDERS:
-        for name in _entries(params, section):
+        for name in entries_at(params, section):
             if name in owners:
                 yield (
                     f"{section}.{name}",
@@ -156,14 +157,14 @@ def _names(params: Mapping[str, Any], target: str) -> Mapping[str, Any] | tuple[
     """The names a target section gives datasets or entries: its entries, or, for the
     behaviour sections, the datasets they write for the pipeline's task."""
     if target not in (BEHAVIOUR, AGENTS):
-        return _entries(params, target)
-    task = _entries(params, "base").get("task", "nav1d")
-    if task not in _entries(params, target):
+        return entries_at(params, target)
+    task = entries_at(params, "base").get("task", "nav1d")
+    if task not in entries_at(params, target):
         return ()
     return BEHAVIOUR_KINDS if target == BEHAVIOUR else (REPLAY_KIND,)
 
 
-def _entries(params: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:
+def entries_at(params: Mapping[str, Any], dotted: str) -> Mapping[str, Any]:
     """The named entries at a dotted key (`align.passes`), or an empty mapping."""
     node: Any = params
     for part in dotted.split("."):

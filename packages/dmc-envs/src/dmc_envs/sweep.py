@@ -44,6 +44,7 @@ from dmc_core.check_params import (
     REFERENCES,
     REPLAY_KIND,
     broken_references,
+    entries_at,
 )
 from dmc_core.cli import Arg, Command
 from dmc_core.config import read_params
@@ -102,7 +103,7 @@ def overrides(params: Mapping[str, Any], task: str, dataset: str) -> list[Overri
     found: list[Override] = [(TASK_KEY, task)]
     for section in dataset_sections():
         path = tuple(section.split("."))
-        for entry, values in _mapping_at(params, path).items():
+        for entry, values in entries_at(params, section).items():
             if isinstance(values, Mapping) and "dataset" in values:
                 found.append(((*path, str(entry), "dataset"), dataset))
     return found
@@ -177,7 +178,7 @@ def _first_broken(params: Mapping[str, Any], task: str, dataset: str) -> str | N
 def _hint(params: Mapping[str, Any], task: str, dataset: str) -> str:
     """Which entry would make `dataset` for `task`, if a behaviour section would and lacks it."""
     for section, kinds in _BEHAVIOUR_SECTIONS.items():
-        if dataset in kinds and task not in _mapping_at(params, tuple(section.split("."))):
+        if dataset in kinds and task not in entries_at(params, section):
             return f"; '{dataset}' of {task} needs an entry {section}.{task}"
     return ""
 
@@ -228,14 +229,6 @@ def _dvc_runner(dvc: str) -> Runner:
         return subprocess.run([dvc, *argv[1:]], capture_output=True, text=True, check=False)
 
     return run
-
-
-def _mapping_at(params: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
-    """The mapping at a key path (`("align", "passes")`), or an empty one."""
-    node: Any = params
-    for part in path:
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
 
 
 def _run(args: argparse.Namespace) -> None:
