@@ -102,7 +102,7 @@ def _scripted_scores(monkeypatch: pytest.MonkeyPatch, hopper: Any, scores: list[
     def returns(envs: Any, act: Any, seed: int) -> np.ndarray:
         return np.full(envs.num_envs, low + next(queue) / 100.0 * (high - low))
 
-    monkeypatch.setattr(sac_module, "deterministic_returns", returns)
+    monkeypatch.setattr(sac_module, "first_episode_returns", returns)
 
 
 def test_medium_is_the_first_evaluation_at_its_level_and_its_replay_the_buffer_until_then(
@@ -121,6 +121,30 @@ def test_medium_is_the_first_evaluation_at_its_level_and_its_replay_the_buffer_u
     assert not np.array_equal(
         outcome.medium.weights["mu.weight"], outcome.expert.weights["mu.weight"]
     )
+
+
+def test_a_sampled_medium_evaluation_decides_medium_by_the_policys_samples(
+    hopper: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each evaluation before medium is two calls: the mean's actions, then sampled ones.
+    scores = iter([50.0, 30.0, 60.0, 45.0, 70.0, 90.0])
+    first_actions: list[np.ndarray] = []
+    low, high = hopper.returns.low, hopper.returns.high
+
+    def returns(envs: Any, act: Any, seed: int) -> np.ndarray:
+        first_actions.append(np.asarray(act(np.zeros((envs.num_envs, 11), np.float32))))
+        return np.full(envs.num_envs, low + next(scores) / 100.0 * (high - low))
+
+    monkeypatch.setattr(sac_module, "first_episode_returns", returns)
+    spec = replace(TINY, medium_level=40.0, medium_evaluation="sampled")
+    outcome = _run(hopper, spec, tmp_path)
+    # Deterministic 50 at step 500 would have been medium; the samples reach 45 at step 1000.
+    assert (outcome.medium.step, outcome.medium.score) == (1000, pytest.approx(60.0))
+    assert outcome.medium.sampled_score == pytest.approx(45.0)
+    assert (outcome.expert.step, outcome.expert.score) == (2000, pytest.approx(90.0))
+    assert len(first_actions) == 6  # no sampled evaluation once medium is kept
+    mean_actions, sampled_actions = first_actions[0], first_actions[1]
+    assert not np.allclose(mean_actions, sampled_actions)  # samples, not the mean
 
 
 def run_snapshot(hopper: Any, spec: AgentSpec, directory: Path) -> Any:

@@ -24,6 +24,12 @@ class AgentSpec:
     medium_level: float = knob(
         doc="normalised deterministic evaluation return whose first reach is kept as medium"
     )
+    medium_evaluation: str = knob(
+        "deterministic",
+        choices=("deterministic", "sampled"),
+        doc="actions of the evaluation medium_level is compared with: the Gaussian's mean, or "
+        "samples from it (as the datasets are collected)",
+    )
     learning_starts: int = knob(10_000, ge=1, doc="uniform random steps before SAC updates")
     batch_size: int = knob(256, ge=1, doc="transitions per SAC update")
     learning_rate: float = knob(3e-4, gt=0.0, doc="Adam step size of actor, critics, alpha")

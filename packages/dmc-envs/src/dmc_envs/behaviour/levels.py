@@ -83,7 +83,13 @@ def agent_provenance(
 ) -> dict[str, Any]:
     """The attributes of a dataset of kind `kind` made from a behaviour agent's data by
     `stage`: the task's, the recipe's, and what the agent's file records of it."""
-    keys = ("agent", "checkpoint_step", "eval_normalized_return", "eval_return")
+    keys = (
+        "agent",
+        "checkpoint_step",
+        "eval_normalized_return",
+        "eval_sampled_normalized_return",
+        "eval_return",
+    )
     return {
         **task.provenance(),
         "task": task.name,

@@ -50,7 +50,7 @@ from dmc_core.training.resume import (
     prefixed_tensors,
     unprefixed,
 )
-from dmc_envs.behaviour.actor import ActorShape
+from dmc_envs.behaviour.actor import ActorShape, SquashedGaussianActor
 from dmc_envs.behaviour.config import AgentSpec
 from dmc_envs.tasks import Task
 
@@ -75,10 +75,14 @@ class KeptAgent:
     mean_return: float
     weights: dict[str, torch.Tensor]
     seconds: float | None = None  # wall time of the run when it was kept (None: not recorded)
+    sampled_score: float | None = None  # normalised return of sampled actions (None: not run)
 
     def record(self) -> dict[str, float]:
         """The JSON part, without the wall time (the weights travel as tensors)."""
-        return {"step": self.step, "score": self.score, "mean_return": self.mean_return}
+        record = {"step": self.step, "score": self.score, "mean_return": self.mean_return}
+        if self.sampled_score is not None:
+            record["sampled_score"] = self.sampled_score
+        return record
 
 
 @dataclass(frozen=True)
@@ -246,26 +250,56 @@ class SacRun:
     # ----- evaluation and kept agents ----------------------------------------------------------
 
     def _evaluate(self, curves: Curves, bar: tqdm) -> None:
-        """Deterministic returns on fixed starts; keep the medium and the best agents."""
-        returns = deterministic_returns(
+        """Deterministic returns on fixed starts; keep the medium and the best agents. With
+        `medium_evaluation: sampled`, the medium level is compared with the returns of actions
+        sampled from the policy, as the datasets are collected, until it is reached."""
+        returns = first_episode_returns(
             self.eval_envs,
             lambda obs: self.model.predict(obs, deterministic=True)[0],
             self.spec.seed + _EVAL_SEED_OFFSET,
         )
         mean = float(returns.mean())
         score = float(self.task.returns.normalized(mean))
-        curves.log(self.step, {"eval/normalized_return": score, "eval/return": mean})
+        logged = {"eval/normalized_return": score, "eval/return": mean}
+        sampled = None
+        if self.medium is None and self.spec.medium_evaluation == "sampled":
+            sampled = self._sampled_score()
+            logged["eval/sampled_normalized_return"] = sampled
+        curves.log(self.step, logged)
         bar.set_postfix(score=f"{score:.1f}")
-        reaches_medium = self.medium is None and score >= self.spec.medium_level
+        medium_score = score if sampled is None else sampled
+        reaches_medium = self.medium is None and medium_score >= self.spec.medium_level
         is_best = self.best is None or score > self.best.score
         if not (reaches_medium or is_best):
             return  # copy the actor only when it is kept
-        kept = KeptAgent(self.step, score, mean, _actor_weights(self.model), self._elapsed())
+        weights = _actor_weights(self.model)
+        kept = KeptAgent(self.step, score, mean, weights, self._elapsed(), sampled)
         if reaches_medium:
             self.medium = kept
-            log.info("%s: medium level %.1f reached at step %d", self.task.name, score, self.step)
+            log.info(
+                "%s: medium level %.1f reached at step %d (%s evaluation)",
+                self.task.name,
+                medium_score,
+                self.step,
+                self.spec.medium_evaluation,
+            )
         if is_best:
             self.best = kept
+
+    def _sampled_score(self) -> float:
+        """The normalised mean return of the policy's sampled actions on the evaluation's
+        starts, drawn from a generator of their own (the training's streams are untouched)."""
+        actor = SquashedGaussianActor(self.shape)
+        actor.load_state_dict(_actor_weights(self.model))
+        generator = torch.Generator().manual_seed(self.spec.seed * _EPISODE_SEED_STRIDE + self.step)
+
+        def act(observations: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                batch = torch.as_tensor(observations, dtype=torch.float32)
+                return actor.act(batch, generator).numpy()
+
+        returns = first_episode_returns(self.eval_envs, act, self.spec.seed + _EVAL_SEED_OFFSET)
+        return float(self.task.returns.normalized(float(returns.mean())))
 
     # ----- snapshots -----------------------------------------------------------------------
 
@@ -356,7 +390,7 @@ class SacRun:
         )
 
 
-def deterministic_returns(
+def first_episode_returns(
     envs: gymnasium.vector.VectorEnv, act: Callable[[np.ndarray], np.ndarray], seed: int
 ) -> np.ndarray:
     """The first episode's return of every env of `envs`, reset with `seed`, acting with `act`.

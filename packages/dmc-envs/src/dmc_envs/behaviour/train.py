@@ -90,15 +90,19 @@ def _about(task: Task, spec: AgentSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "eval_episodes": spec.eval_episodes,
         "eval": "deterministic (the Gaussian's mean), fixed seeded starts",
+        "medium_evaluation": spec.medium_evaluation,
     }
 
 
 def _at(kept: KeptAgent) -> dict[str, Any]:
-    return {
+    at = {
         "checkpoint_step": kept.step,
         "eval_normalized_return": kept.score,
         "eval_return": kept.mean_return,
     }
+    if kept.sampled_score is not None:
+        at["eval_sampled_normalized_return"] = kept.sampled_score
+    return at
 
 
 def _write_actor(
