@@ -71,7 +71,7 @@ def sibling_closure(package: str) -> list[str]:
 
 #: Extras installed wherever the package is: dmc-envs with its task families' simulators, so
 #: every session can build every registered task (the task contract runs over all of them).
-EXTRAS = {"dmc-envs": ("mujoco", "minari", "behaviour")}
+EXTRAS = {"dmc-envs": ("mujoco", "minari", "behaviour", "metaworld", "pusht")}
 
 
 def install(

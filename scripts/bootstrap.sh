@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 
 venv="${1:-.venv}"
 python="${PYTHON:-python3}"
-# dmc-envs with the simulators of its task families (MuJoCo) and the Minari reader
-packages=(packages/dmc-core packages/dmc-critic "packages/dmc-envs[mujoco,minari,behaviour]" packages/dmc-align)
+# dmc-envs with the simulators of its task families (MuJoCo, MetaWorld, PushT), the Minari reader
+# and the SAC trainer
+packages=(packages/dmc-core packages/dmc-critic "packages/dmc-envs[mujoco,minari,behaviour,metaworld,pusht]" packages/dmc-align)
 stamp="$venv/.dmc-bootstrap"
 template=.dvc/offline-plots.html  # git-ignored; .dvc/config sets plots.html_template to it
 want=$(cat constraints.txt packages/*/pyproject.toml scripts/bootstrap.sh scripts/offline-plots-template.py \

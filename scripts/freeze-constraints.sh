@@ -10,7 +10,7 @@ python3 -m venv "$tmp/venv"
 pip=("$tmp/venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" torch==2.13.0
 "${pip[@]}" -c <(grep -E '^(torch|mujoco|omegaconf)==' constraints.txt) \
-  -e packages/dmc-core -e packages/dmc-critic -e "packages/dmc-envs[mujoco,minari,behaviour]" -e packages/dmc-align \
+  -e packages/dmc-core -e packages/dmc-critic -e "packages/dmc-envs[mujoco,minari,behaviour,metaworld,pusht]" -e packages/dmc-align \
   dvc dvclive nox pytest ruff vl-convert-python
 {
   sed -n '/^#/p' constraints.txt
