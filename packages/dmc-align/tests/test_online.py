@@ -4,6 +4,7 @@ training conditions, trains the critic, and re-bases the schedule."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,6 +16,7 @@ from dmc_align.align import run_pass
 from dmc_align.conditions import ConditionPool
 from dmc_align.lora import attach_lora
 from dmc_align.online import OnlineTuner
+from dmc_align.progress import PassProgress
 from dmc_align.spec import LoraSpec, OnlineSpec, PassSpec
 from dmc_core.config import from_plain
 from dmc_core.data import TransitionDataset
@@ -47,8 +49,10 @@ def test_online_rounds_grow_the_data_and_train_the_critic(
     critic: IQLCritic,
     dataset: TransitionDataset,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    """A round that adds nothing, trains no critic, or is not seen by the schedule fails this."""
+    """A round that adds nothing, trains no critic, is not seen by the schedule, or whose
+    returns miss the pass's curves fails this."""
     monkeypatch.setattr(align, "OnlineTuner", RecordingTuner)
     monkeypatch.setattr(RecordingTuner, "made", [])
     model = attach_lora(fitted("policy"), LoraSpec(rank=2, alpha=2.0))
@@ -71,7 +75,8 @@ def test_online_rounds_grow_the_data_and_train_the_critic(
     spec = from_plain(PassSpec, {**values, **knobs}, "test", "pass")
     before = {k: v.clone() for k, v in critic.state_dict().items()}
 
-    outcome = run_pass("p", spec, model, dataset, critic, seed=0)
+    progress = PassProgress("p", spec, tmp_path)
+    outcome = run_pass("p", spec, model, dataset, critic, seed=0, progress=progress)
 
     (tuner,) = RecordingTuner.made
     horizon = int(dataset.attrs["env_kwargs"]["horizon"])
@@ -90,6 +95,15 @@ def test_online_rounds_grow_the_data_and_train_the_critic(
     updates = [e for e in outcome.events if e["kind"] == "critic_updated"]
     assert [e["step"] for e in updates] == [EVERY, 2 * EVERY]
     assert not critic.training and not any(p.requires_grad for p in critic.parameters())
+    # Each round's mean return is on the pass's curves at the update it followed.
+    assert progress.curves is not None
+    curves = progress.curves.state()
+    assert curves["online/return"] == [[EVERY, tuner.returns[0]], [2 * EVERY, tuner.returns[1]]]
+    scale = tuner.task.returns
+    assert [v for _, v in curves["online/normalized_return"]] == pytest.approx(
+        [scale.normalized(r) for r in tuner.returns]
+    )
+    assert [v for _, v in curves["online/buffer_transitions"]] == [added, 2 * added]
 
 
 def test_an_online_round_on_a_mujoco_task_records_terminations_and_trains_the_critic() -> None:

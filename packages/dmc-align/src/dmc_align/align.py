@@ -145,12 +145,14 @@ def run_pass(
     # The task is built only when the pass needs a piece of it: q_first_action offline needs none.
     task = _task(name, spec, dataset) if _needs_task(spec) else None
     context = AlignContext(model, _reward(name, spec, model, critic, task), spec, windows)
+    if progress is None:
+        progress = PassProgress(name, spec, None)
     online = None
     if spec.online.enabled:
         assert task is not None
-        online = OnlineTuner(spec.online, model, critic, dataset, task, conditions, seed)
-    if progress is None:
-        progress = PassProgress(name, spec, None)
+        online = OnlineTuner(
+            spec.online, model, critic, dataset, task, conditions, seed, progress.online_round
+        )
     parts: dict[str, Stateful] = {"progress": progress}
     if online is not None:
         parts["online"] = online

@@ -15,7 +15,7 @@ cost grows with the new data and not with the dataset.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -72,9 +72,12 @@ class OnlineTuner:
         task: Task,
         conditions: ConditionPool | RefinedConditions,
         seed: int,
+        report: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
-        """Keep what the rounds need; the critic gets its own optimiser (IQL's lr)."""
+        """Keep what the rounds need; the critic gets its own optimiser (IQL's lr). `report`
+        receives, after each round, the update it followed and the round's measurements."""
         self.spec, self.model, self.critic = spec, model, critic
+        self.report = report
         self.dataset, self.task = dataset, task
         self.conditions, self.seed = conditions, seed
         self._offline: TransitionSampler | None = None  # built at the first round
@@ -88,7 +91,20 @@ class OnlineTuner:
         if step % self.spec.every:
             return False
         self.round()
+        if self.report is not None:
+            self.report(step, self.measurements())
         return self.spec.critic_steps > 0
+
+    def measurements(self) -> dict[str, float]:
+        """The last round's mean episode return, raw and normalised by the task, and the
+        buffer's size."""
+        assert self.buffer is not None, "no round has run"
+        mean = self.returns[-1]
+        return {
+            "return": mean,
+            "normalized_return": float(self.task.returns.normalized(mean)),
+            "buffer_transitions": float(len(self.buffer)),
+        }
 
     def round(self) -> None:
         """Roll out, grow the buffer and the conditions, train the critic."""

@@ -1,9 +1,10 @@
 """What a pass shows and logs as it runs: a progress bar, learning curves and its time.
 
 The curves are the measurements of the schedule (`align/objective`, `align/lr`, the method's
-metrics) in `<out>/live/` (`dmc_core.training.curves`). The progress is part of the pass's
-snapshot (a `dmc_align.snapshots.Stateful`): a resumed pass rebuilds its curves and adds the
-time spent before the kill, so `timing.json` covers the whole pass.
+metrics) and of the online rounds (`online/return`, `online/normalized_return`), in
+`<out>/live/` (`dmc_core.training.curves`). The progress is part of the pass's snapshot (a
+`dmc_align.snapshots.Stateful`): a resumed pass rebuilds its curves and adds the time spent
+before the kill, so `timing.json` covers the whole pass.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class PassProgress:
         self.bar.set_postfix(objective=f"{values['objective']:.3f}", lr=f"{values['lr']:.2g}")
         if self.curves is not None:
             self.curves.log(step, {f"align/{key}": value for key, value in values.items()})
+
+    def online_round(self, step: int, values: dict[str, float]) -> None:
+        """Log one online round's measurements (its episodes' returns) after update `step`."""
+        if self.curves is not None:
+            self.curves.log(step, {f"online/{key}": value for key, value in values.items()})
 
     def seconds(self) -> float:
         """The pass's time so far, parts before a resume included."""
