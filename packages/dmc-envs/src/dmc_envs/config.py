@@ -23,13 +23,13 @@ class Nav1DConfig:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How one dataset is collected: the task's behaviour, how much, the seed (and Nav1D's
-    start interval and noise)."""
+    """How one dataset is collected: the task's behaviour, how much, the seed (and the knobs
+    of some tasks' behaviours: Nav1D's start interval, a noisy behaviour's noise)."""
 
     behaviour: str = knob(
         "uniform",
         doc="behaviour policy of the task's recipe (nav1d: uniform, noisy_optimal; "
-        "mujoco: uniform, D4RL's random)",
+        "mujoco: uniform, D4RL's random; metaworld: expert, medium, uniform)",
     )
     episodes: int = knob(2000, ge=1, doc="number of episodes (when transitions is 0)")
     transitions: int = knob(
@@ -37,7 +37,15 @@ class DatasetSpec:
     )
     start_low: float = knob(-1.0, ge=-1.0, le=1.0, doc="nav1d: starts ~ U[start_low, start_high]")
     start_high: float = knob(1.0, ge=-1.0, le=1.0, doc="nav1d: starts ~ U[start_low, start_high]")
-    noise_std: float = knob(0.2, gt=0.0, doc="nav1d noisy_optimal: std of the action noise")
+    noise_std: float = knob(
+        0.2, gt=0.0, doc="nav1d noisy_optimal, metaworld expert/medium: std of the action noise"
+    )
+    random_fraction: float = knob(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        doc="metaworld expert/medium: probability that a step's action is uniform random",
+    )
     seed: int = knob(0, ge=0, doc="seed of the start states and the behaviour's actions")
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:

@@ -76,6 +76,7 @@ def _collect_spec(spec: DatasetSpec, config: MakeDatasetConfig) -> CollectSpec:
         "start_low": spec.start_low,
         "start_high": spec.start_high,
         "noise_std": spec.noise_std,
+        "random_fraction": spec.random_fraction,
         "optimum_grid_per_step": config.optimum_grid_per_step,
     }
     return CollectSpec(spec.behaviour, spec.episodes, spec.transitions, spec.seed, options)

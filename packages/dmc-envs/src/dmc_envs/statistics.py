@@ -14,9 +14,15 @@ __all__ = ["dataset_statistics"]
 
 def dataset_statistics(dataset: TransitionDataset, scale: ReturnScale) -> dict[str, Any]:
     """Episode returns of a dataset, raw and normalised by the task's references (named as
-    D4RL names them)."""
+    D4RL names them), and the episodes' success rate where the dataset records one (a task that
+    reports success does when it collects)."""
     returns = np.array([dataset.rewards[part].sum() for part in dataset.episode_slices()])
     scores = np.asarray(scale.normalized(returns))
+    success = (
+        {"success_rate": float(dataset.attrs["success_rate"])}
+        if "success_rate" in dataset.attrs
+        else {}
+    )
     return {
         "episodes": int(returns.size),
         "transitions": len(dataset),
@@ -27,4 +33,5 @@ def dataset_statistics(dataset: TransitionDataset, scale: ReturnScale) -> dict[s
         "ref_min_score": scale.low,
         "ref_max_score": scale.high,
         "ref_score_source": scale.source,
+        **success,
     }
