@@ -79,6 +79,7 @@ def test_success_reaches_the_vector_env() -> None:
     reported = np.zeros(2, dtype=bool)
     for _ in range(task.max_episode_steps):
         obs, _, _, truncated, info = envs.step(policy.sample(obs, rng).astype(np.float32))
+        assert all(envs.single_observation_space.contains(row) for row in obs)
         reported |= np.asarray(info.get("success", np.zeros(2)), dtype=bool)
         if reported.all() or truncated.any():
             break
