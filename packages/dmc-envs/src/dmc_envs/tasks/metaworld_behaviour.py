@@ -88,18 +88,18 @@ class NoisyScriptedPolicy:
         return float(np.prod(np.subtract(self.high, self.low)))
 
     def means(self, observations: np.ndarray) -> np.ndarray:
-        """The scripted actions clipped to the box, from float32-rounded observations.
+        """The scripted actions clipped to the box, from float32-rounded observations (each
+        distinct observation asked once: policy coherency repeats them per candidate).
 
         Shapes: observations (N, 39) -> (N, 4)."""
         obs = np.asarray(observations, dtype=np.float32).astype(np.float64)
+        if not len(obs):
+            return np.zeros((0, self.low.size))
+        distinct, rows = np.unique(obs, axis=0, return_inverse=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_GAIN_WARNING)
-            aims = (
-                np.stack([self.scripted.get_action(row) for row in obs])
-                if len(obs)
-                else np.zeros((0, 4))
-            )
-        return np.clip(aims, self.low, self.high)
+            aims = np.stack([self.scripted.get_action(row) for row in distinct])
+        return np.clip(aims[rows.reshape(-1)], self.low, self.high)
 
     def sample(self, observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One action per observation. Shapes: observations (N, 39) -> (N, 4) float64."""
