@@ -72,7 +72,11 @@ BASES = {
     "d4rl-data-paper": ["locomotion", "d4rl-data"],
     "locomotion-baselines": ["locomotion"],
 }
-STACKS = [["locomotion", "paper"], ["locomotion", "d4rl-data", "d4rl-data-paper", "paper"]]
+STACKS = [
+    ["locomotion", "paper"],
+    ["locomotion", "d4rl-data", "d4rl-data-paper", "paper"],
+    ["metaworld", "paper"],
+]
 
 
 @pytest.mark.parametrize(
