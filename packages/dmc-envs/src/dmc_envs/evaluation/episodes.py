@@ -14,8 +14,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from dmc_envs.evaluation.coherency import CoherencyProbe
 from dmc_envs.evaluation.proposers import Proposal, Proposer
 from dmc_envs.pictures import episode_observations
 from dmc_envs.tasks import Task
+from dmc_envs.tasks.base import EpisodeScore
 
 __all__ = ["EpisodeResult", "ObservationHistory", "Scorer", "Selection", "roll_out"]
 
@@ -49,10 +50,12 @@ class EpisodeResult:
     """What a batch of evaluation episodes produced.
 
     `successes` is None where the task defines no success; `coherency` is None where it could
-    not be measured (`coherency_note` says why).
+    not be measured (`coherency_note` says why); `scores` holds each of the task's episode
+    scores (`Task.episode_scores`) by name, empty where it defines none.
 
     Shapes:
-        returns, lengths, successes: (episodes,); transitions: sum(lengths) rows, episode-major.
+        returns, lengths, successes, each of scores: (episodes,); transitions: sum(lengths)
+        rows, episode-major.
     """
 
     returns: np.ndarray
@@ -62,6 +65,7 @@ class EpisodeResult:
     coherency_note: str
     decisions: int
     transitions: TransitionDataset
+    scores: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def observations(self) -> list[np.ndarray]:
         """Every episode's observations, with the one after its last step appended."""
@@ -98,15 +102,48 @@ class _Recorder:
         )
 
 
-class _Running:
-    """A batch of episodes as it plays: which still run, their returns, lengths, successes and
-    observation histories, and every transition they made."""
+class _EpisodeScores:
+    """The task's episode scores of a batch, updated step by step (`EpisodeScore`)."""
 
-    def __init__(self, first: np.ndarray, history_len: int, success: bool) -> None:
+    def __init__(self, scores: Sequence[EpisodeScore], count: int) -> None:
+        self.scores = tuple(scores)
+        self.values = {
+            s.name: np.full(count, -np.inf if s.reduce == "max" else np.nan) for s in scores
+        }
+
+    def update(self, counted: np.ndarray, reward: np.ndarray, info: Mapping) -> None:
+        """Fold one step's values into the episodes that were running (`counted`); a step
+        whose info lacks a score's entry leaves that score as it was."""
+        for score in self.scores:
+            if score.source == "reward":
+                step = np.asarray(reward, dtype=np.float64)
+            elif score.source in info:
+                step = np.asarray(info[score.source], dtype=np.float64)
+            else:
+                continue
+            values = self.values[score.name]
+            if score.reduce == "max":
+                values[counted] = np.maximum(values[counted], step[counted])
+            else:
+                values[counted] = step[counted]
+
+
+class _Running:
+    """A batch of episodes as it plays: which still run, their returns, lengths, successes,
+    episode scores and observation histories, and every transition they made."""
+
+    def __init__(
+        self,
+        first: np.ndarray,
+        history_len: int,
+        success: bool,
+        scores: Sequence[EpisodeScore] = (),
+    ) -> None:
         count = first.shape[0]
         self.alive = np.ones(count, dtype=bool)
         self.returns, self.lengths = np.zeros(count), np.zeros(count, dtype=int)
         self.successes = np.zeros(count, dtype=bool) if success else None
+        self.scores = _EpisodeScores(scores, count)
         self.history = ObservationHistory(first, history_len)
         self.recorder = _Recorder()
 
@@ -119,6 +156,7 @@ class _Running:
         self.lengths[before] += 1
         if self.successes is not None and "success" in info:
             self.successes[before] |= np.asarray(info["success"], dtype=bool)[before]
+        self.scores.update(before, reward, info)
         self.alive &= ~(terminated | truncated)
         self.history.push(observation)
 
@@ -146,6 +184,7 @@ class _Running:
             note,
             decisions,
             self.recorder.dataset(),
+            self.scores.values,
         )
 
 
@@ -168,7 +207,7 @@ def roll_out(
     envs = task.make_vector_env(episodes)
     try:
         first, _ = envs.reset(seed=seed)
-        batch = _Running(first, proposer.history_len, task.success)
+        batch = _Running(first, proposer.history_len, task.success, task.episode_scores)
         measured: list[float] = []
         decisions = 0
         while batch.alive.any():

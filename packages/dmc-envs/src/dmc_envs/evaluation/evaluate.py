@@ -313,11 +313,14 @@ def _row(
     entropy: float,
 ) -> dict[str, Any]:
     """One row of the results contract (the keys of `summary.json`); `success_rate` where the
-    task defines success, and the reason where coherency could not be measured."""
+    task defines success, `<score>_mean` for each of the task's episode scores, and the reason
+    where coherency could not be measured."""
     returns = result.returns
     extra: dict[str, Any] = {}
     if result.successes is not None:
         extra["success_rate"] = float(result.successes.mean())
+    for name, values in result.scores.items():
+        extra[f"{name}_mean"] = float(values.mean())
     if result.coherency is None:
         extra["coherency_missing"] = bench.coherency_note or result.coherency_note
     return {

@@ -8,8 +8,9 @@
 with one object per evaluated configuration (task, dataset, model, formulation, stage,
 selection, n_candidates, episodes, return_mean, return_std, normalized_score, coherency (null,
 with the reason in `coherency_missing`, where the task lacks what it needs), candidate_entropy,
-`success_rate` where the task defines success, and the protocol). `dvc metrics show` cannot
-display a list, so the same numbers also go to `headline.json`, nested as
+`success_rate` where the task defines success, `<score>_mean` for each episode score the task
+defines (`Task.episode_scores`, e.g. PushT's `final_coverage_mean`), and the protocol).
+`dvc metrics show` cannot display a list, so the same numbers also go to `headline.json`, nested as
 run -> "<selection>@<n>" -> metric. The pictures: `candidates.png` (score against candidates,
 one panel per run with a sweep), `learning_curves.png` (the training loss of every model and
 critic, from their dvclive logs) and `alignment_curves.png` (the held-out objective of every

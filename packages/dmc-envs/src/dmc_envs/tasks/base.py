@@ -13,6 +13,9 @@ Optional pieces:
 - `behaviour_density(attrs)`: the density of the policy that collected a dataset (policy
   coherency, paper Eq. 16);
 - `success`: whether the environment reports `info["success"]` (success rates);
+- `episode_scores`: how an episode is scored besides its return (`EpisodeScore`: a per-step
+  quantity, the reward or an `info` entry, reduced over the episode to its final or best value;
+  the evaluation reports each one's mean, e.g. PushT's final coverage);
 - pictures: `plot_episodes` draws rolled-out episodes (a generic return histogram otherwise).
 
 References:
@@ -39,6 +42,7 @@ __all__ = [
     "BehaviourDensity",
     "CollectSpec",
     "Dynamics",
+    "EpisodeScore",
     "MissingPieceError",
     "PlanReward",
     "ReturnScale",
@@ -71,6 +75,24 @@ class ReturnScale:
         """A float for a scalar, else an array of the input's shape."""
         scores = 100.0 * (np.asarray(returns, dtype=np.float64) - self.low) / (self.high - self.low)
         return scores if scores.ndim else float(scores)
+
+
+@dataclass(frozen=True)
+class EpisodeScore:
+    """A score of each episode besides its return: a per-step quantity reduced over the episode.
+
+    `source` is `"reward"` (the step reward) or the key of an `info` entry the environment
+    reports at every step; `reduce` is `"final"` (its value after the episode's last step) or
+    `"max"` (its best value over the episode). The evaluation reports `<name>_mean`."""
+
+    name: str
+    source: str
+    reduce: str
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown reduction."""
+        if self.reduce not in ("final", "max"):
+            raise ValueError(f"episode score '{self.name}': reduce must be final or max")
 
 
 class Dynamics(Protocol):
@@ -159,6 +181,7 @@ class Task(ABC):
         returns: how returns are normalised.
         starts: how the environment draws an episode's start (written into results).
         success: whether the environment reports `info["success"]`.
+        episode_scores: the scores of an episode besides its return (none by default).
     """
 
     name: str
@@ -168,6 +191,7 @@ class Task(ABC):
     returns: ReturnScale
     starts: str
     success: bool = False
+    episode_scores: tuple[EpisodeScore, ...] = ()
     dynamics: Dynamics | None = None
     differentiable_dynamics: TorchDynamics | None = None
     plan_reward: PlanReward | None = None
