@@ -26,7 +26,12 @@ __all__ = [
 ]
 
 #: Every family of tasks, by the module that defines its `FAMILY`.
-FAMILY_MODULES = ("dmc_envs.tasks.nav1d", "dmc_envs.tasks.mujoco", "dmc_envs.tasks.metaworld")
+FAMILY_MODULES = (
+    "dmc_envs.tasks.nav1d",
+    "dmc_envs.tasks.mujoco",
+    "dmc_envs.tasks.metaworld",
+    "dmc_envs.tasks.pusht",
+)
 
 
 @dataclass(frozen=True)
