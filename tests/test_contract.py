@@ -76,6 +76,7 @@ STACKS = [
     ["locomotion", "paper"],
     ["locomotion", "d4rl-data", "d4rl-data-paper", "paper"],
     ["metaworld", "paper"],
+    ["pusht", "paper"],
 ]
 
 
