@@ -30,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,7 +245,7 @@ class PushTPlanner:
             return self._retreat(state)
         return np.clip(best_targets, 0.0, 512.0)
 
-    def _routes(self, state: PushState, goals: np.ndarray):
+    def _routes(self, state: PushState, goals: np.ndarray) -> Iterator[tuple[int, _Route]]:
         """(index, route) for every contact whose pre-contact point a route reaches."""
         ring = self._ring(state.block)
         for k, goal in enumerate(goals):
