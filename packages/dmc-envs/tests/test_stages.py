@@ -98,3 +98,40 @@ def test_unknown_dataset_name_and_bad_values_name_the_key(tmp_path: Path) -> Non
     code, err, _ = run_stage(tmp_path, "tiny", bad)
     assert code == 2 and "task 'nav1d' (dmc/Nav1D-v0) has no behaviour 'greedy'" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_an_option_the_task_does_not_read_names_the_entry_and_the_tasks_options(
+    tmp_path: Path,
+) -> None:
+    bad = yaml.safe_load(yaml.safe_dump(PARAMS))
+    bad["make_dataset"]["datasets"]["tiny"]["options"] = {"successful_only": False}
+    code, err, out = run_stage(tmp_path, "tiny", bad)
+    assert code == 2, err
+    assert "make_dataset.datasets.tiny.options: task 'nav1d'" in err
+    assert "reads no option successful_only (its options: none)" in err
+    assert not out.exists()
+
+
+def test_a_family_option_reaches_the_tasks_collection(tmp_path: Path) -> None:
+    """PushT's `successful_only` set in params: the failed episodes of random targets stay."""
+    params = {
+        "base": {"seed": 0, "task": "pusht"},
+        "make_dataset": {
+            "datasets": {
+                "noisy": {
+                    "behaviour": "expert",
+                    "episodes": 1,
+                    "seed": 3,
+                    "options": {"successful_only": False, "expert_noise": 500.0},
+                }
+            },
+            "plot_trajectories": 1,
+        },
+    }
+    code, err, out = run_stage(tmp_path, "noisy", params)
+    assert code == 0, err
+    data = read_dataset(out)
+    # Targets drowned in noise never push the T home: the one episode runs to the limit and
+    # is kept only because successful_only is off.
+    assert data.attrs["successful_only"] is False
+    assert (data.num_episodes, len(data)) == (1, 300)

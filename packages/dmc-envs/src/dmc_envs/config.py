@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from dmc_core.config import BaseConfig, knob
 
@@ -29,7 +30,8 @@ class DatasetSpec:
     behaviour: str = knob(
         "uniform",
         doc="behaviour policy of the task's recipe (nav1d: uniform, noisy_optimal; "
-        "mujoco: uniform, D4RL's random; metaworld: expert, medium, uniform)",
+        "mujoco: uniform, D4RL's random; metaworld: expert, medium, uniform; pusht: expert, "
+        "mixed, uniform)",
     )
     episodes: int = knob(2000, ge=1, doc="number of episodes (when transitions is 0)")
     transitions: int = knob(
@@ -47,6 +49,11 @@ class DatasetSpec:
         doc="metaworld expert/medium: probability that a step's action is uniform random",
     )
     seed: int = knob(0, ge=0, doc="seed of the start states and the behaviour's actions")
+    options: dict[str, Any] = knob(
+        factory=dict,
+        doc="a task family's own behaviour knobs, by name (pusht: successful_only, "
+        "expert_noise, operators, max_attempts_factor); the task lists those it reads",
+    )
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """Cross-field rules: the start interval must not be empty."""

@@ -24,6 +24,7 @@ from typing import Any
 from dmc_core.atomic import atomic_write_text
 from dmc_core.config import entry, write_resolved_config
 from dmc_core.data import TransitionDataset, write_dataset
+from dmc_core.errors import ConfigError
 from dmc_envs.config import DatasetSpec, MakeDatasetConfig
 from dmc_envs.pictures import draw_episodes, episode_observations
 from dmc_envs.statistics import dataset_statistics
@@ -39,7 +40,7 @@ def make_dataset(config: MakeDatasetConfig, args: argparse.Namespace) -> None:
     spec = entry(config.datasets, args.name, "make_dataset.datasets", args.params)
     task = build_task(config.base.task, _task_options(config))
     log.info("collecting %s of task %s (%s)", args.name, task.describe(), spec.behaviour)
-    collected, recipe = task.collect(_collect_spec(spec, config))
+    collected, recipe = task.collect(_collect_spec(args.name, spec, config, task))
     dataset = TransitionDataset(
         **collected.arrays(), attrs=_provenance(args.name, spec, task, recipe)
     )
@@ -71,13 +72,28 @@ def _task_options(config: MakeDatasetConfig) -> dict[str, Any]:
     return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
 
 
-def _collect_spec(spec: DatasetSpec, config: MakeDatasetConfig) -> CollectSpec:
+def _collect_spec(
+    name: str, spec: DatasetSpec, config: MakeDatasetConfig, task: Task
+) -> CollectSpec:
+    """What the task is asked to collect: the entry's schema knobs and its `options`.
+
+    Raises:
+        ConfigError: an option the task does not read (the allowed ones named).
+    """
+    unknown = sorted(set(spec.options) - set(task.collect_options))
+    if unknown:
+        allowed = ", ".join(task.collect_options) or "none"
+        raise ConfigError(
+            f"make_dataset.datasets.{name}.options: task {task.describe()} reads no option "
+            f"{', '.join(unknown)} (its options: {allowed})"
+        )
     options = {
         "start_low": spec.start_low,
         "start_high": spec.start_high,
         "noise_std": spec.noise_std,
         "random_fraction": spec.random_fraction,
         "optimum_grid_per_step": config.optimum_grid_per_step,
+        **spec.options,
     }
     return CollectSpec(spec.behaviour, spec.episodes, spec.transitions, spec.seed, options)
 

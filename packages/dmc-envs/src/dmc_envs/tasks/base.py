@@ -182,6 +182,8 @@ class Task(ABC):
         starts: how the environment draws an episode's start (written into results).
         success: whether the environment reports `info["success"]`.
         episode_scores: the scores of an episode besides its return (none by default).
+        collect_options: the family's own `CollectSpec.options` that a dataset entry's
+            `options` may set (make_dataset refuses others).
     """
 
     name: str
@@ -192,6 +194,7 @@ class Task(ABC):
     starts: str
     success: bool = False
     episode_scores: tuple[EpisodeScore, ...] = ()
+    collect_options: tuple[str, ...] = ()
     dynamics: Dynamics | None = None
     differentiable_dynamics: TorchDynamics | None = None
     plan_reward: PlanReward | None = None

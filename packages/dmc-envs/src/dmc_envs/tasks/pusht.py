@@ -113,6 +113,7 @@ class PushTTask(Task):
         "[100, 400)^2, block angle on [-pi, pi); env i of a batch seeded seed + i"
     )
     success = True
+    collect_options = ("successful_only", "expert_noise", "operators", "max_attempts_factor")
     episode_scores = (
         EpisodeScore("final_coverage", "coverage", "final"),
         EpisodeScore("max_reward", "reward", "max"),
