@@ -210,6 +210,53 @@ def test_check_params_names_a_reference_that_names_nothing(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("changes", "key", "problem"),
+    [
+        (
+            {"align.passes.policy_sft.dataset": "expert"},
+            "align.passes.policy_sft.model",
+            "'policy' learned from 'full' (pretrain.models.policy.dataset), this entry's "
+            "dataset is 'expert'",
+        ),
+        (
+            {"fit_critic.critics.full.dataset": "expert"},
+            "align.passes.bdm_eda.critic",  # the first pass (the file's keys are sorted)
+            "'full' learned from 'expert' (fit_critic.critics.full.dataset), this entry's "
+            "dataset is 'full'",
+        ),
+        (
+            {"fit_cascade.cascades.diffuser_cascade.dataset": "expert"},
+            "fit_cascade.cascades.diffuser_cascade.model",
+            "'diffuser' learned from 'full' (pretrain.models.diffuser.dataset), this entry's "
+            "dataset is 'expert'",
+        ),
+    ],
+)
+def test_check_params_names_a_model_or_critic_that_learned_from_another_dataset(
+    params: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    changes: dict[str, Any],
+    key: str,
+    problem: str,
+) -> None:
+    """Catches: a pass, cascade or policy whose inputs learned from different datasets passing
+    the check, so the stage refuses them only after everything before it has trained."""
+    changed = copy.deepcopy(params)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = changed
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert run_check(path, tmp_path / "c.json") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{key}: {problem}" in line, line
+
+
 def test_check_params_accepts_a_pass_on_a_cascade(params: dict[str, Any], tmp_path: Path) -> None:
     """Catches: a table that lets a pass align only foundations (README, "Cascading")."""
     changed = copy.deepcopy(params)

@@ -1,4 +1,5 @@
-"""Stage `check_params`: every name one params section uses for another's entry exists.
+"""Stage `check_params`: every name one params section uses for another's entry exists, and
+the models and critics a stage combines learned from the same dataset.
 
     python -m dmc_core check_params --out data/params-check.json
 
@@ -31,6 +32,7 @@ __all__ = [
     "BEHAVIOUR_KINDS",
     "CHECKED",
     "REFERENCES",
+    "SAME_DATASET",
     "CheckParamsConfig",
     "Reference",
     "broken_references",
@@ -93,6 +95,19 @@ REFERENCES: tuple[Reference, ...] = (
 )
 
 
+#: Fields naming an entry that must have learned from the naming entry's own `dataset`: the
+#: stages refuse such a mix when they load their inputs (dmc_align.sources, fit_policy), which
+#: would be after the hours of training before them.
+SAME_DATASET: tuple[Reference, ...] = (
+    Reference(PASSES, "model", (MODELS, CASCADES)),
+    Reference(PASSES, "critic", (CRITICS,)),
+    Reference(CASCADES, "model", (MODELS, PASSES)),
+    Reference(CASCADES, "foundation", (MODELS, PASSES)),
+    Reference(CASCADES, "critic", (CRITICS,)),
+    Reference(POLICIES, "critic", (CRITICS,)),
+)
+
+
 @dataclass(frozen=True)
 class CheckParamsConfig:
     """Stage `check_params`: no knobs of its own; it reads the sections `REFERENCES` names."""
@@ -137,6 +152,27 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield key.format(name), f"'{name}' is also a dataset of {made[name]} (the same file)"
         made |= dict.fromkeys(_names(params, target), target)
     yield from _shared_model_folders(params)
+    yield from _mixed_datasets(params)
+
+
+def _mixed_datasets(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """A model or critic named by an entry (`SAME_DATASET`) that learned from another dataset
+    than the entry's own."""
+    for reference in SAME_DATASET:
+        for entry, values in entries_at(params, reference.entries).items():
+            if not isinstance(values, Mapping) or values.get("dataset") is None:
+                continue
+            own, named = values["dataset"], values.get(reference.field)
+            for target in reference.targets:
+                other = entries_at(params, target).get(named)
+                learned = other.get("dataset") if isinstance(other, Mapping) else None
+                if learned is not None and learned != own:
+                    yield (
+                        f"{reference.entries}.{entry}.{reference.field}",
+                        f"{named!r} learned from {learned!r} ({target}.{named}.dataset), this "
+                        f"entry's dataset is {own!r}; the stage would refuse the pair",
+                    )
+                    break
 
 
 def _shared_model_folders(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
