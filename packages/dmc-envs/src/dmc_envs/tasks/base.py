@@ -16,7 +16,10 @@ Optional pieces:
 - `episode_scores`: how an episode is scored besides its return (`EpisodeScore`: a per-step
   quantity, the reward or an `info` entry, reduced over the episode to its final or best value;
   the evaluation reports each one's mean, e.g. PushT's final coverage);
-- pictures: `plot_episodes` draws rolled-out episodes (a generic return histogram otherwise).
+- pictures: `plot_episodes` draws rolled-out episodes (a generic return histogram otherwise);
+- `render_env(size)`: one environment that renders its frames (`render()` gives a (size, size,
+  3) uint8 image) and otherwise behaves as env 0 of `make_vector_env` (the same starts for
+  `reset(seed=s)`, the same steps): the evaluation's contact sheets of episodes.
 
 References:
     "Maximize Your Diffusion", §4 (protocol, Eq. 15-16); Fu et al., D4RL (2020) (normalised score).
@@ -45,6 +48,7 @@ __all__ = [
     "EpisodeScore",
     "MissingPieceError",
     "PlanReward",
+    "RenderEnv",
     "ReturnScale",
     "Task",
     "TorchDynamics",
@@ -125,6 +129,19 @@ class PlanReward(Protocol):
         ...
 
 
+class RenderEnv(Protocol):
+    """Builds one environment whose `render()` gives frames (`Task.render_env`)."""
+
+    def __call__(self, size: int) -> gymnasium.Env:
+        """An env as env 0 of the task's vector env, rendering (size, size, 3) uint8 frames.
+
+        Raises:
+            RenderUnavailableError: it cannot render here (`dmc_envs.tasks.rendering`).
+            ValueError: `size` is too small for the task's drawing.
+        """
+        ...
+
+
 class BehaviourDensity(Protocol):
     """The density of the policy that collected a dataset (policy coherency)."""
 
@@ -198,6 +215,8 @@ class Task(ABC):
     dynamics: Dynamics | None = None
     differentiable_dynamics: TorchDynamics | None = None
     plan_reward: PlanReward | None = None
+    # A family that renders defines a method of this name (see `RenderEnv`).
+    render_env: RenderEnv | None = None
 
     @abstractmethod
     def make_vector_env(self, num_envs: int) -> gymnasium.vector.VectorEnv:

@@ -38,6 +38,9 @@ The noise scale and the random fraction are `options["noise_std"]` and
 both, its entry's values, so a profile states them: pipelines/profiles/metaworld.yaml); the
 density of every behaviour is exact (`dmc_envs.tasks.metaworld_behaviour`).
 
+Frames (`render_env`): from metaworld's `corner` camera, turned the right way up, rendered
+offscreen with EGL (`dmc_envs.tasks.rendering` sets `MUJOCO_GL=egl` unless it is set).
+
 `metaworld` (the dmc-envs `metaworld` extra) is imported only when a task is built.
 
 References:
@@ -65,6 +68,7 @@ from dmc_core.errors import ConfigError
 from dmc_envs.tasks.base import BehaviourDensity, CollectSpec, ReturnScale, Task, UniformBoxDensity
 from dmc_envs.tasks.metaworld_behaviour import SPEC_TYPE, NoisyScriptedPolicy
 from dmc_envs.tasks.registry import TaskFamily
+from dmc_envs.tasks.rendering import use_offscreen_gl
 
 __all__ = [
     "BEHAVIOURS",
@@ -72,6 +76,7 @@ __all__ = [
     "ENV_NAMES",
     "FAMILY",
     "RECIPES",
+    "RENDER_CAMERA",
     "MetaWorldTask",
     "Recipe",
 ]
@@ -111,6 +116,9 @@ RECIPES = {
 #: Envs stepped side by side while collecting (env i of the batch starts from seed + i).
 COLLECT_ENVS = 8
 
+#: The camera of rendered frames: metaworld's view of the table from its front corner.
+RENDER_CAMERA = "corner"
+
 #: Collections of at least this many transitions show a progress bar.
 _PROGRESS_FROM = 20_000
 
@@ -141,10 +149,19 @@ class _SeededStarts(gymnasium.Wrapper):
         return self.env.reset()
 
 
-def _make_env(env_name: str) -> gymnasium.Env:
-    """metaworld's env `env_name`, goal observable, a new position drawn at every reset."""
+class _UprightFrames(gymnasium.Wrapper):
+    """Frames the right way up: metaworld's cameras render them upside down."""
+
+    def render(self) -> np.ndarray:
+        """Shapes: (height, width, 3) uint8."""
+        return np.ascontiguousarray(self.env.render()[::-1])
+
+
+def _make_env(env_name: str, **render: Any) -> gymnasium.Env:
+    """metaworld's env `env_name`, goal observable, a new position drawn at every reset;
+    `render` are the class's rendering arguments (render_mode, camera_name, width, height)."""
     classes = importlib.import_module("metaworld.env_dict").ALL_V3_ENVIRONMENTS
-    env = classes[env_name]()
+    env = classes[env_name](**render)
     # As metaworld's goal-observable classes set up their envs, but without freezing the
     # position after the first reset (see the module docstring).
     env._partially_observable = False
@@ -154,6 +171,15 @@ def _make_env(env_name: str) -> gymnasium.Env:
     env.seeded_rand_vec = True
     env._set_task_called = True
     return _SeededStarts(env)
+
+
+def _make_render_env(env_name: str, size: int) -> gymnasium.Env:
+    """`_make_env` rendering (size, size, 3) frames from `RENDER_CAMERA`, offscreen."""
+    use_offscreen_gl()
+    env = _make_env(
+        env_name, render_mode="rgb_array", camera_name=RENDER_CAMERA, width=size, height=size
+    )
+    return _UprightFrames(env)
 
 
 class MetaWorldTask(Task):
@@ -201,6 +227,11 @@ class MetaWorldTask(Task):
             [functools.partial(_make_env, self.env_name) for _ in range(num_envs)],
             autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP,
         )
+
+    def render_env(self, size: int) -> gymnasium.Env:
+        """One env as env 0 of `make_vector_env`, rendering (size, size, 3) frames from the
+        table's corner (`RENDER_CAMERA`) offscreen with EGL (`MUJOCO_GL`, unless set)."""
+        return _make_render_env(self.env_name, size)
 
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """The env's action box, [-1, 1]^4."""

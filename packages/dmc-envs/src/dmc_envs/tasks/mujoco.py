@@ -1,8 +1,9 @@
 """The MuJoCo locomotion tasks (Hopper, HalfCheetah, Walker2d; gymnasium v5) of the registry.
 
 They give what every task gives (a seeded vector env, 1000-step episodes, action bounds,
-D4RL's normalised score) and one optional piece, `dynamics` (planner coherency, by stepping a
-private copy of the simulator: `dmc_envs.tasks.mujoco_dynamics`). They have no differentiable
+D4RL's normalised score) and two optional pieces, `dynamics` (planner coherency, by stepping a
+private copy of the simulator: `dmc_envs.tasks.mujoco_dynamics`) and `render_env` (frames,
+offscreen: `dmc_envs.tasks.rendering`). They have no differentiable
 dynamics and no plan reward (MuJoCo is not differentiable here), and report no success.
 
 Datasets are collected by two behaviours: `uniform`, actions uniform on the action box, after
@@ -39,6 +40,7 @@ from dmc_envs.behaviour.density import actor_spec
 from dmc_envs.tasks.base import CollectSpec, ReturnScale, Task, UniformBoxDensity
 from dmc_envs.tasks.mujoco_dynamics import StepGaps
 from dmc_envs.tasks.registry import TaskFamily
+from dmc_envs.tasks.rendering import use_offscreen_gl
 
 __all__ = ["BEHAVIOURS", "COLLECT_ENVS", "FAMILY", "LocomotionTask"]
 
@@ -198,13 +200,20 @@ class LocomotionTask(Task):
 
         return act, attrs
 
-    def _make_env(self) -> gymnasium.Env:
+    def render_env(self, size: int) -> gymnasium.Env:
+        """One env as env 0 of `make_vector_env`, rendering (size, size, 3) frames from
+        gymnasium's tracking camera, offscreen with EGL (`MUJOCO_GL`, unless set)."""
+        use_offscreen_gl()
+        return self._make_env(render_mode="rgb_array", width=size, height=size)
+
+    def _make_env(self, **render: Any) -> gymnasium.Env:
+        """The task's env; `render` are gymnasium.make's rendering arguments (none: no frames)."""
         # Actions beyond the box are clipped by the env, as Nav1D's dynamics clip them: MuJoCo
         # would clamp the control anyway, but the control cost would see the raw action, and a
         # diffusion sample's tail beyond [-1, 1] would be charged for force it never applied.
         try:
             env = gymnasium.make(
-                self.env_id, max_episode_steps=MAX_EPISODE_STEPS, **self.env_kwargs
+                self.env_id, max_episode_steps=MAX_EPISODE_STEPS, **{**self.env_kwargs, **render}
             )
         except TypeError as err:
             raise ConfigError(

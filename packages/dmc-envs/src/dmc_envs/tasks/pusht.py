@@ -12,7 +12,8 @@ a return scale from 0 to 300, the most reward an episode can collect), the env's
 `info["success"]`, and two episode scores (`episode_scores`, recorded by the evaluation beside
 return and success): `final_coverage`, the coverage after the episode's last step, and
 `max_reward`, the best step reward of the episode, Diffusion Policy's PushT score
-(`test/mean_score`). It has no dynamics, differentiable dynamics or plan reward.
+(`test/mean_score`), and frames of its episodes (`render_env`, drawn by pygame without a
+display). It has no dynamics, differentiable dynamics or plan reward.
 
 Datasets are collected by three behaviours, one episode after another, episode k from seed
 `spec.seed + k` (as env k of a vector env reset with `spec.seed`):
@@ -80,6 +81,8 @@ MIXED_OPERATORS: tuple[Mapping[str, Any], ...] = (
     {"noise": 8.0, "contact_spacing": 30.0, "depths": [5.0, 20.0]},
 )
 _DEFAULT_KWARGS = {"obs_type": "state"}
+#: The smallest frame gym-pusht can draw (its target cross is 1/96 of the frame thick).
+MIN_FRAME_PIXELS = 96
 _RETURN_SOURCE = (
     "0 to 300: the least and the most reward a PushT episode can collect (300 steps of reward "
     "clip(coverage / 0.95, 0, 1)); an episode that succeeds early ends with less than 300"
@@ -257,10 +260,26 @@ class PushTTask(Task):
             f"options.max_attempts_factor, {factor}, or set successful_only: false)"
         )
 
-    def _make_env(self) -> gymnasium.Env:
+    def render_env(self, size: int) -> gymnasium.Env:
+        """One env as env 0 of `make_vector_env`, rendering (size, size, 3) frames of the arena
+        (pygame draws them without a display), the last target marked with a cross.
+
+        Raises:
+            ValueError: `size` < `MIN_FRAME_PIXELS` (gym-pusht draws the cross 1/96 as thick).
+        """
+        if size < MIN_FRAME_PIXELS:
+            raise ValueError(f"task 'pusht' renders frames of at least {MIN_FRAME_PIXELS} pixels")
+        return self._make_env(
+            render_mode="rgb_array", visualization_width=size, visualization_height=size
+        )
+
+    def _make_env(self, **render: Any) -> gymnasium.Env:
+        """The task's env; `render` are gym-pusht's rendering arguments (none: its defaults)."""
         # Targets beyond the box are clipped, so a diffusion sample's tail stays in the arena.
         try:
-            env = gymnasium.make(ENV_ID, max_episode_steps=MAX_EPISODE_STEPS, **self.env_kwargs)
+            env = gymnasium.make(
+                ENV_ID, max_episode_steps=MAX_EPISODE_STEPS, **{**self.env_kwargs, **render}
+            )
         except TypeError as err:
             raise ConfigError(
                 f"task {self.describe()}: gymnasium refuses env_kwargs {self.env_kwargs} ({err})"
