@@ -117,6 +117,15 @@ class EvalProtocol:
     entropy_candidates: int = knob(16, ge=2, doc="candidates drawn per start state for entropy")
     entropy_bins: int = knob(20, ge=2, doc="histogram bins over the action range, per dim")
     plot_trajectories: int = knob(32, ge=0, doc="episodes drawn in each rule's picture")
+    frames: int = knob(
+        12,
+        ge=0,
+        doc=(
+            "frames of the first episode in each rule's contact sheet, <rule>_frames.png (0: "
+            "none; tasks that cannot render have none). 12 frames: about 3 s for a 500-step "
+            "MetaWorld episode, 1 s for PushT"
+        ),
+    )
 
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """Rules must be known; swept candidate counts positive."""

@@ -11,6 +11,9 @@ episode seeds and writes:
                             results contract's keys and the protocol that produced it
     <out>/candidates.json   the sweep as plot data (n_candidates, normalized_score, rule)
     <plots>/<rule>.png      some episodes in the task's picture, one per rule
+    <plots>/<rule>_frames.png  a contact sheet: `protocol.frames` frames of the rule's first
+                            episode, replayed and rendered (tasks with `render_env`: MuJoCo
+                            offscreen with EGL, PushT with pygame; `dmc_envs.evaluation.frames`)
     <plots>/candidates.png  normalised score against the number of candidates, per rule
 
 The model is a diffusion model (`pretrain`, `align`), a cascade (`fit_cascade`) or a baseline
@@ -57,13 +60,22 @@ from dmc_envs.evaluation.episodes import (
     Selection,
     roll_out,
 )
+from dmc_envs.evaluation.frames import RenderUnavailableError, write_contact_sheet
 from dmc_envs.evaluation.plots import plot_candidates
 from dmc_envs.evaluation.policies import POLICY_FORMULATION, PolicyProposer
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
 from dmc_envs.pictures import draw_episodes
 from dmc_envs.tasks import Task, task_for_dataset
 
-__all__ = ["Bench", "Evaluated", "evaluate", "evaluate_proposer", "load_evaluated", "load_proposer"]
+__all__ = [
+    "Bench",
+    "Evaluated",
+    "evaluate",
+    "evaluate_proposer",
+    "load_evaluated",
+    "load_proposer",
+    "write_contact_sheets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -149,9 +161,43 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
         episodes = results[_pair(row)][0].observations()[: protocol.plot_trajectories]
         draw_episodes(bench.task, episodes, plots / f"{row['selection']}.png", _title(row))
         _log_row(args.name, row)
+    write_contact_sheets(bench.task, summary, results, plots, protocol)
     baseline = next((r for r in summary if r["selection"] == "none"), None)
     if sweep:
         plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
+
+
+def write_contact_sheets(
+    task: Task,
+    summary: list[dict[str, Any]],
+    results: dict[tuple[str, int], tuple[EpisodeResult, float]],
+    plots: Path,
+    protocol: EvalProtocol,
+) -> list[Path]:
+    """`<plots>/<rule>_frames.png` for each summary row: `protocol.frames` frames of its first
+    episode. None where `frames` is 0, the task has no `render_env` (Nav1D: its own picture
+    draws the episodes) or cannot render here (a warning says why)."""
+    if protocol.frames == 0:
+        return []
+    if task.render_env is None:
+        log.info("task %s renders no frames (no render_env): no contact sheets", task.describe())
+        return []
+    written = []
+    for row in summary:
+        path = plots / f"{row['selection']}_frames.png"
+        heading = (
+            f"{row['task']}, {row['run']}: {row['model']} ({row['kind']}, stage {row['stage']}), "
+            f"rule {row['selection']} @ {row['n_candidates']}"
+        )
+        result = results[_pair(row)][0]
+        try:
+            write_contact_sheet(task, result, protocol.seed, protocol.frames, path, heading)
+        except RenderUnavailableError as err:
+            log.warning("no contact sheets: %s", err)
+            return written
+        log.info("%s: contact sheet of its first episode in %s", row["selection"], path)
+        written.append(path)
+    return written
 
 
 def load_evaluated(path: str, run: RunSpec, device: str, where: str) -> Evaluated:
