@@ -226,6 +226,12 @@ def test_check_params_names_a_reference_that_names_nothing(
             "dataset is 'full'",
         ),
         (
+            {"evaluate.runs.policy.dataset": "expert"},
+            "evaluate.runs.policy.model",
+            "'policy' learned from 'full' (pretrain.models.policy.dataset), this entry's "
+            "dataset is 'expert'",
+        ),
+        (
             {"fit_cascade.cascades.diffuser_cascade.dataset": "expert"},
             "fit_cascade.cascades.diffuser_cascade.model",
             "'diffuser' learned from 'full' (pretrain.models.diffuser.dataset), this entry's "

@@ -96,7 +96,8 @@ REFERENCES: tuple[Reference, ...] = (
 
 
 #: Fields naming an entry that must have learned from the naming entry's own `dataset`: the
-#: stages refuse such a mix when they load their inputs (dmc_align.sources, fit_policy), which
+#: stages refuse such a mix when they load their inputs (dmc_align.sources, fit_policy,
+#: evaluate), which
 #: would be after the hours of training before them.
 SAME_DATASET: tuple[Reference, ...] = (
     Reference(PASSES, "model", (MODELS, CASCADES)),
@@ -105,6 +106,8 @@ SAME_DATASET: tuple[Reference, ...] = (
     Reference(CASCADES, "foundation", (MODELS, PASSES)),
     Reference(CASCADES, "critic", (CRITICS,)),
     Reference(POLICIES, "critic", (CRITICS,)),
+    Reference(RUNS, "model", (MODELS, PASSES, CASCADES, POLICIES)),
+    Reference(RUNS, "critic", (CRITICS,)),
 )
 
 
