@@ -53,6 +53,7 @@ __all__ = [
     "Task",
     "TorchDynamics",
     "UniformBoxDensity",
+    "columns_dataset",
 ]
 
 
@@ -249,6 +250,23 @@ class Task(ABC):
             return UniformBoxDensity(spec["low"], spec["high"])
         return density_from_spec(spec)
 
+    def check_collect_spec(self, spec: CollectSpec, behaviours: Sequence[str]) -> None:
+        """Refuse a behaviour the task does not have and a spec that asks for nothing.
+
+        Raises:
+            ConfigError: naming the behaviour (and the task's) or the sizes asked for.
+        """
+        if spec.behaviour not in behaviours:
+            raise ConfigError(
+                f"task {self.describe()} has no behaviour '{spec.behaviour}' "
+                f"(it has {', '.join(behaviours)})"
+            )
+        if spec.transitions < 0 or spec.episodes < 0 or spec.transitions == spec.episodes == 0:
+            raise ConfigError(
+                f"task {self.describe()}: a dataset needs transitions > 0 or episodes > 0, got "
+                f"transitions={spec.transitions}, episodes={spec.episodes}"
+            )
+
     def plot_episodes(self, observations: list[np.ndarray], path: Path, title: str) -> bool:
         """Draw rolled-out episodes (each (T + 1, obs_dim)) into `path`; False if the task has
         no picture of its own (the caller then draws a generic one)."""
@@ -281,3 +299,17 @@ class Task(ABC):
             "ref_max_score": self.returns.high,
             "ref_score_source": self.returns.source,
         }
+
+
+def columns_dataset(arrays: Mapping[str, np.ndarray]) -> TransitionDataset:
+    """Collected columns (observations, actions, rewards, terminals, timeouts,
+    next_observations) as a dataset in the layout's dtypes, without attributes."""
+    return TransitionDataset(
+        observations=arrays["observations"].astype(np.float32),
+        actions=arrays["actions"].astype(np.float32),
+        rewards=arrays["rewards"].astype(np.float32),
+        terminals=arrays["terminals"].astype(bool),
+        timeouts=arrays["timeouts"].astype(bool),
+        next_observations=arrays["next_observations"].astype(np.float32),
+        attrs={},
+    )

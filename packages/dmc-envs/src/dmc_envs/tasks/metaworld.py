@@ -65,7 +65,14 @@ from tqdm.auto import tqdm
 
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import ConfigError
-from dmc_envs.tasks.base import BehaviourDensity, CollectSpec, ReturnScale, Task, UniformBoxDensity
+from dmc_envs.tasks.base import (
+    BehaviourDensity,
+    CollectSpec,
+    ReturnScale,
+    Task,
+    UniformBoxDensity,
+    columns_dataset,
+)
 from dmc_envs.tasks.metaworld_behaviour import SPEC_TYPE, NoisyScriptedPolicy
 from dmc_envs.tasks.registry import TaskFamily
 from dmc_envs.tasks.rendering import use_offscreen_gl
@@ -254,16 +261,7 @@ class MetaWorldTask(Task):
             ConfigError: an unknown behaviour, bad noise options, or a spec that asks for
                 nothing.
         """
-        if spec.behaviour not in BEHAVIOURS:
-            raise ConfigError(
-                f"task {self.describe()} has no behaviour '{spec.behaviour}' "
-                f"(it has {', '.join(BEHAVIOURS)})"
-            )
-        if spec.transitions < 0 or spec.episodes < 0 or spec.transitions == spec.episodes == 0:
-            raise ConfigError(
-                f"task {self.describe()}: a dataset needs transitions > 0 or episodes > 0, got "
-                f"transitions={spec.transitions}, episodes={spec.episodes}"
-            )
+        self.check_collect_spec(spec, BEHAVIOURS)
         act, attrs = self._behaviour(spec)
         episodes = _kept(_run_episodes(self, spec, act), spec)
         successes = np.array([e.successes.any() for e in episodes])
@@ -415,15 +413,7 @@ def _concatenate(episodes: list[_Episode]) -> TransitionDataset:
 
     Shapes: each episode's columns (T_k, ...) -> a dataset of sum_k T_k rows."""
     arrays = {key: np.concatenate([e.columns[key] for e in episodes]) for key in _COLUMNS}
-    return TransitionDataset(
-        observations=arrays["observations"].astype(np.float32),
-        actions=arrays["actions"].astype(np.float32),
-        rewards=arrays["rewards"].astype(np.float32),
-        terminals=arrays["terminals"].astype(bool),
-        timeouts=arrays["timeouts"].astype(bool),
-        next_observations=arrays["next_observations"].astype(np.float32),
-        attrs={},
-    )
+    return columns_dataset(arrays)
 
 
 def _build(name: str, env_kwargs: Mapping[str, Any]) -> Task:

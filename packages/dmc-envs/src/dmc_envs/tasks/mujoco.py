@@ -37,7 +37,7 @@ from dmc_core.data import TransitionDataset
 from dmc_core.errors import ConfigError
 from dmc_envs.behaviour.actor import load_actor
 from dmc_envs.behaviour.density import actor_spec
-from dmc_envs.tasks.base import CollectSpec, ReturnScale, Task, UniformBoxDensity
+from dmc_envs.tasks.base import CollectSpec, ReturnScale, Task, UniformBoxDensity, columns_dataset
 from dmc_envs.tasks.mujoco_dynamics import StepGaps
 from dmc_envs.tasks.registry import TaskFamily
 from dmc_envs.tasks.rendering import use_offscreen_gl
@@ -153,16 +153,7 @@ class LocomotionTask(Task):
         Raises:
             ConfigError: an unknown behaviour, no actor file, or a spec that asks for nothing.
         """
-        if spec.behaviour not in BEHAVIOURS:
-            raise ConfigError(
-                f"task {self.describe()} has no behaviour '{spec.behaviour}' "
-                f"(it has {', '.join(BEHAVIOURS)})"
-            )
-        if spec.transitions < 0 or spec.episodes < 0 or spec.transitions == spec.episodes == 0:
-            raise ConfigError(
-                f"task {self.describe()}: a dataset needs transitions > 0 or episodes > 0, got "
-                f"transitions={spec.transitions}, episodes={spec.episodes}"
-            )
+        self.check_collect_spec(spec, BEHAVIOURS)
         act, attrs = self._behaviour(spec)
         dataset = _concatenate(_collect(self, spec, act), spec.transitions)
         return dataset, {**attrs, "collect_num_envs": COLLECT_ENVS}
@@ -295,15 +286,7 @@ def _concatenate(episodes: list[dict[str, np.ndarray]], rows: int) -> Transition
         if not (arrays["terminals"][rows - 1] or arrays["timeouts"][rows - 1]):
             # The episode cut short ends here: by a timeout, as if its time limit were reached.
             arrays["timeouts"][rows - 1] = True
-    return TransitionDataset(
-        observations=arrays["observations"].astype(np.float32),
-        actions=arrays["actions"].astype(np.float32),
-        rewards=arrays["rewards"].astype(np.float32),
-        terminals=arrays["terminals"].astype(bool),
-        timeouts=arrays["timeouts"].astype(bool),
-        next_observations=arrays["next_observations"].astype(np.float32),
-        attrs={},
-    )
+    return columns_dataset(arrays)
 
 
 def _build(name: str, env_kwargs: Mapping[str, Any]) -> Task:

@@ -166,16 +166,7 @@ class PushTTask(Task):
             ConfigError: an unknown behaviour, a malformed option, a spec that asks for
                 nothing, or too few successful episodes within the attempts allowed.
         """
-        if spec.behaviour not in BEHAVIOURS:
-            raise ConfigError(
-                f"task {self.describe()} has no behaviour '{spec.behaviour}' "
-                f"(it has {', '.join(BEHAVIOURS)})"
-            )
-        if spec.transitions < 0 or spec.episodes < 0 or spec.transitions == spec.episodes == 0:
-            raise ConfigError(
-                f"task {self.describe()}: a dataset needs transitions > 0 or episodes > 0, got "
-                f"transitions={spec.transitions}, episodes={spec.episodes}"
-            )
+        self.check_collect_spec(spec, BEHAVIOURS)
         operators, attrs = self._behaviour(spec)
         successful_only = spec.behaviour != "uniform" and _flag(spec, "successful_only", True)
         kept, played, successes = self._play(spec, operators, successful_only)
