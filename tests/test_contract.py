@@ -196,11 +196,7 @@ def test_check_params_names_a_reference_that_names_nothing(
     params: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str
 ) -> None:
     changed = copy.deepcopy(params)
-    *parents, leaf = key.split(".")
-    node = changed
-    for part in parents:
-        node = node[part]
-    node[leaf] = value
+    _set(changed, key, value)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(changed))
     out = tmp_path / "c.json"
@@ -251,11 +247,7 @@ def test_check_params_names_a_model_or_critic_that_learned_from_another_dataset(
     the check, so the stage refuses them only after everything before it has trained."""
     changed = copy.deepcopy(params)
     for dotted, value in changes.items():
-        *parents, leaf = dotted.split(".")
-        node = changed
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        _set(changed, dotted, value)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(changed))
     assert run_check(path, tmp_path / "c.json") == 2
@@ -373,3 +365,12 @@ def test_every_package_has_the_layout(root: Path) -> None:
         for part in ("README.md", "tests", f"src/{module}/py.typed", f"src/{module}/__main__.py"):
             assert (package_dir / part).exists(), f"{package_dir.name}: missing {part}"
     assert (root / ".dvc" / "config").read_text().count("analytics = false") == 1
+
+
+def _set(params: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set the entry at a dotted key (`align.passes.p.after`) in place."""
+    *parents, leaf = dotted.split(".")
+    node = params
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
