@@ -52,7 +52,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -73,6 +72,7 @@ from dmc_envs.tasks.base import (
     UniformBoxDensity,
     columns_dataset,
 )
+from dmc_envs.tasks.gymnasium_task import GymnasiumTask
 from dmc_envs.tasks.metaworld_behaviour import SPEC_TYPE, NoisyScriptedPolicy
 from dmc_envs.tasks.registry import TaskFamily
 from dmc_envs.tasks.rendering import use_offscreen_gl
@@ -164,7 +164,7 @@ class _UprightFrames(gymnasium.Wrapper):
         return np.ascontiguousarray(self.env.render()[::-1])
 
 
-def _make_env(env_name: str, **render: Any) -> gymnasium.Env:
+def _build_env(env_name: str, **render: Any) -> gymnasium.Env:
     """metaworld's env `env_name`, goal observable, a new position drawn at every reset;
     `render` are the class's rendering arguments (render_mode, camera_name, width, height)."""
     classes = importlib.import_module("metaworld.env_dict").ALL_V3_ENVIRONMENTS
@@ -181,15 +181,15 @@ def _make_env(env_name: str, **render: Any) -> gymnasium.Env:
 
 
 def _make_render_env(env_name: str, size: int) -> gymnasium.Env:
-    """`_make_env` rendering (size, size, 3) frames from `RENDER_CAMERA`, offscreen."""
+    """`_build_env` rendering (size, size, 3) frames from `RENDER_CAMERA`, offscreen."""
     use_offscreen_gl()
-    env = _make_env(
+    env = _build_env(
         env_name, render_mode="rgb_array", camera_name=RENDER_CAMERA, width=size, height=size
     )
     return _UprightFrames(env)
 
 
-class MetaWorldTask(Task):
+class MetaWorldTask(GymnasiumTask):
     """One metaworld v3 env as a task (see the module docstring)."""
 
     success = True
@@ -215,9 +215,9 @@ class MetaWorldTask(Task):
         self.env_name = ENV_NAMES[name]
         self.env_id = _env_id(self.env_name)
         self.env_kwargs = {}
-        probe = _make_env(self.env_name)
+        probe = self._make_env()
         self.max_episode_steps = int(probe.unwrapped.max_path_length)
-        self._action_space = probe.action_space
+        self._action_box = probe.unwrapped.action_space
         probe.close()
         self.returns = ReturnScale(
             0.0,
@@ -227,25 +227,15 @@ class MetaWorldTask(Task):
             "is the score that matters)",
         )
 
-    def make_vector_env(self, num_envs: int) -> gymnasium.vector.VectorEnv:
-        """`num_envs` envs stepped in this process; `reset(seed=s)` seeds env i with s + i;
-        next-step autoreset; `info["success"]` per env."""
-        return gymnasium.vector.SyncVectorEnv(
-            [functools.partial(_make_env, self.env_name) for _ in range(num_envs)],
-            autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP,
-        )
-
     def render_env(self, size: int) -> gymnasium.Env:
         """One env as env 0 of `make_vector_env`, rendering (size, size, 3) frames from the
         table's corner (`RENDER_CAMERA`) offscreen with EGL (`MUJOCO_GL`, unless set)."""
         return _make_render_env(self.env_name, size)
 
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The env's action box, [-1, 1]^4."""
-        return (
-            self._action_space.low.astype(np.float64),
-            self._action_space.high.astype(np.float64),
-        )
+    def _make_env(self, **render: Any) -> gymnasium.Env:
+        """The task's env (`info["success"]` at every step); `render` are the env class's
+        rendering arguments."""
+        return _build_env(self.env_name, **render)
 
     def collect(self, spec: CollectSpec) -> tuple[TransitionDataset, dict[str, Any]]:
         """`spec.transitions` rows (or, if that is 0, `spec.episodes` whole episodes) of the

@@ -38,6 +38,7 @@ from dmc_core.errors import ConfigError
 from dmc_envs.behaviour.actor import load_actor
 from dmc_envs.behaviour.density import actor_spec
 from dmc_envs.tasks.base import CollectSpec, ReturnScale, Task, UniformBoxDensity, columns_dataset
+from dmc_envs.tasks.gymnasium_task import GymnasiumTask
 from dmc_envs.tasks.mujoco_dynamics import StepGaps
 from dmc_envs.tasks.registry import TaskFamily
 from dmc_envs.tasks.rendering import use_offscreen_gl
@@ -91,7 +92,7 @@ _SPECS: dict[str, _Spec] = {
 }
 
 
-class LocomotionTask(Task):
+class LocomotionTask(GymnasiumTask):
     """One gymnasium MuJoCo locomotion env as a task (see the module docstring)."""
 
     max_episode_steps = MAX_EPISODE_STEPS
@@ -116,25 +117,8 @@ class LocomotionTask(Task):
             spec.ref_max,
             _REFERENCE_SOURCE.format(name=name, env_id=spec.env_id),
         )
-        probe = self._make_env()
-        self._action_space = probe.unwrapped.action_space  # the box itself (ClipAction widens it)
-        probe.close()
+        self._read_action_box()
         self.dynamics = StepGaps(self.env_id, self.env_kwargs, spec.velocity_clip)
-
-    def make_vector_env(self, num_envs: int) -> gymnasium.vector.VectorEnv:
-        """`num_envs` envs stepped in this process; `reset(seed=s)` seeds env i with s + i;
-        next-step autoreset."""
-        return gymnasium.vector.SyncVectorEnv(
-            [self._make_env for _ in range(num_envs)],
-            autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP,
-        )
-
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The env's action box (every coordinate in [-1, 1] for the default envs)."""
-        return (
-            self._action_space.low.astype(np.float64),
-            self._action_space.high.astype(np.float64),
-        )
 
     def collect(self, spec: CollectSpec) -> tuple[TransitionDataset, dict[str, Any]]:
         """`spec.transitions` rows (or, if that is 0, `spec.episodes` whole episodes) of the
@@ -202,15 +186,7 @@ class LocomotionTask(Task):
         # Actions beyond the box are clipped by the env, as Nav1D's dynamics clip them: MuJoCo
         # would clamp the control anyway, but the control cost would see the raw action, and a
         # diffusion sample's tail beyond [-1, 1] would be charged for force it never applied.
-        try:
-            env = gymnasium.make(
-                self.env_id, max_episode_steps=MAX_EPISODE_STEPS, **{**self.env_kwargs, **render}
-            )
-        except TypeError as err:
-            raise ConfigError(
-                f"task {self.describe()}: gymnasium refuses env_kwargs {self.env_kwargs} ({err})"
-            ) from None
-        return gymnasium.wrappers.ClipAction(env)
+        return gymnasium.wrappers.ClipAction(self._gymnasium_make(**render))
 
 
 class _Episodes:

@@ -66,6 +66,7 @@ from dmc_envs.tasks.base import (
     Task,
     UniformBoxDensity,
 )
+from dmc_envs.tasks.gymnasium_task import GymnasiumTask
 from dmc_envs.tasks.pusht_expert import PushState, PushTPlanner
 from dmc_envs.tasks.registry import TaskFamily
 
@@ -105,7 +106,7 @@ class _SuccessInfo(gymnasium.Wrapper):
         return observation, reward, terminated, truncated, info
 
 
-class PushTTask(Task):
+class PushTTask(GymnasiumTask):
     """gym-pusht's PushT with state observations as a task (see the module docstring)."""
 
     name = "pusht"
@@ -138,24 +139,7 @@ class PushTTask(Task):
                 f"models read the 5 state numbers), got '{self.env_kwargs['obs_type']}'"
             )
         self.returns = ReturnScale(0.0, float(MAX_EPISODE_STEPS), _RETURN_SOURCE)
-        probe = self._make_env()
-        self._action_space = probe.unwrapped.action_space
-        probe.close()
-
-    def make_vector_env(self, num_envs: int) -> gymnasium.vector.VectorEnv:
-        """`num_envs` envs stepped in this process; `reset(seed=s)` seeds env i with s + i;
-        next-step autoreset."""
-        return gymnasium.vector.SyncVectorEnv(
-            [self._make_env for _ in range(num_envs)],
-            autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP,
-        )
-
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """The target box [0, 512]^2."""
-        return (
-            self._action_space.low.astype(np.float64),
-            self._action_space.high.astype(np.float64),
-        )
+        self._read_action_box()
 
     def collect(self, spec: CollectSpec) -> tuple[TransitionDataset, dict[str, Any]]:
         """`spec.episodes` whole episodes (or, if `spec.transitions` > 0, episodes until that
@@ -267,15 +251,7 @@ class PushTTask(Task):
     def _make_env(self, **render: Any) -> gymnasium.Env:
         """The task's env; `render` are gym-pusht's rendering arguments (none: its defaults)."""
         # Targets beyond the box are clipped, so a diffusion sample's tail stays in the arena.
-        try:
-            env = gymnasium.make(
-                ENV_ID, max_episode_steps=MAX_EPISODE_STEPS, **{**self.env_kwargs, **render}
-            )
-        except TypeError as err:
-            raise ConfigError(
-                f"task {self.describe()}: gymnasium refuses env_kwargs {self.env_kwargs} ({err})"
-            ) from None
-        return _SuccessInfo(gymnasium.wrappers.ClipAction(env))
+        return _SuccessInfo(gymnasium.wrappers.ClipAction(self._gymnasium_make(**render)))
 
 
 def _flag(spec: CollectSpec, key: str, default: bool) -> bool:
