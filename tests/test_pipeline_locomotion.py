@@ -61,16 +61,17 @@ def locomotion_copy(factory: pytest.TempPathFactory, name: str, *profiles: str) 
 
 
 def policy_learns_from(work: Path, dataset: str) -> None:
-    """The policy, its critic, pass and runs on `dataset`; the Diffuser keeps the made random
-    data with a critic of its own."""
+    """The policy, its critic, pass and runs on `dataset`; the planners keep the made random
+    data with a critic of their own."""
     for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_qvpg"):
         set_param(work, f"{key}.dataset", dataset)
     for run in ("policy", "policy_qvpg"):
         set_param(work, f"evaluate.runs.{run}.dataset", dataset)
     set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
-    set_param(work, "align.passes.diffuser_qvpg.critic", "made")
-    for run in ("diffuser", "diffuser_qvpg"):
-        set_param(work, f"evaluate.runs.{run}.critic", "made")
+    for planner in ("diffuser", "decision_diffuser"):
+        set_param(work, f"align.passes.{planner}_qvpg.critic", "made")
+        for run in (planner, f"{planner}_qvpg"):
+            set_param(work, f"evaluate.runs.{run}.critic", "made")
 
 
 def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
@@ -97,6 +98,8 @@ def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
     assert {(r["model"], r["stage"]) for r in rows} >= {
         ("policy", "aligned"),
         ("diffuser", "aligned"),
+        ("decision_diffuser", "foundation"),
+        ("decision_diffuser", "aligned"),
     }
     for row in rows:
         assert row["task"] == "hopper"
