@@ -1,4 +1,5 @@
-"""Profiles: params overrides that may only name existing keys, or replace a mapping whole."""
+"""Profiles: params overrides that may only name existing keys, replace a mapping whole, or
+add entries to a mapping marked for it."""
 
 from __future__ import annotations
 
@@ -51,3 +52,25 @@ def test_a_key_the_params_file_lacks_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown key 'pretrain.models.m.backbone.depth'"):
         apply_profile(params, prof)
     assert params.read_text() == PARAMS
+
+
+def test_extend_marker_adds_entries_and_still_merges_the_existing_ones(tmp_path: Path) -> None:
+    profile = (
+        "pretrain: {models: {_extend: true, m: {horizon: 4},"
+        " n: {horizon: 2, backbone: {_replace: true, name: dit}}}}\n"
+    )
+    params, prof = write(tmp_path, profile)
+    apply_profile(params, prof)
+    data = yaml.safe_load(params.read_text())
+    assert data["pretrain"]["models"] == {
+        "m": {"horizon": 4, "backbone": {"name": "mlp", "hidden": 256}},
+        "n": {"horizon": 2, "backbone": {"name": "dit"}},
+    }
+    assert "# planned steps" in params.read_text()
+
+
+def test_extend_marker_allows_new_keys_at_its_own_level_only(tmp_path: Path) -> None:
+    profile = "pretrain: {models: {_extend: true, m: {depth: 8}}}\n"
+    params, prof = write(tmp_path, profile)
+    with pytest.raises(ConfigError, match=r"unknown key 'pretrain.models.m.depth'"):
+        apply_profile(params, prof)

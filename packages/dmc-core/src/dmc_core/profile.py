@@ -5,7 +5,9 @@
 A profile has the shape of `params.yaml` and may only name keys that the params file already
 has, so a typo in a profile is an error, not a silently ignored setting. A mapping in the
 profile with `_replace: true` replaces the params file's mapping whole instead of being merged
-into it (e.g. a model's `backbone`, whose keys depend on the backbone chosen). The params file is
+into it (e.g. a model's `backbone`, whose keys depend on the backbone chosen). A mapping with
+`_extend: true` is merged, and its keys that the params file lacks are added whole (e.g. a
+profile that adds evaluation runs to another profile's, without repeating them). The params file is
 rewritten in place with its comments kept (ruamel round trip), so `dvc repro` and
 `dvc exp run` see the profile's values as ordinary params changes.
 """
@@ -26,10 +28,12 @@ from dmc_core.atomic import atomic_write_text
 from dmc_core.config import read_params
 from dmc_core.errors import ConfigError, DmcError
 
-__all__ = ["REPLACE_MARKER", "apply_profile", "main"]
+__all__ = ["EXTEND_MARKER", "REPLACE_MARKER", "apply_profile", "main"]
 
 #: In a profile, a mapping holding this key set to true replaces the params mapping whole.
 REPLACE_MARKER = "_replace"
+#: In a profile, a mapping holding this key set to true may add keys the params mapping lacks.
+EXTEND_MARKER = "_extend"
 
 
 def apply_profile(
@@ -50,12 +54,18 @@ def apply_profile(
 
 def _merge(target: MutableMapping[str, Any], values: Mapping[str, Any], prefix: str) -> str:
     """Copy `values` into `target` key by key; return the first problem found, or ''."""
+    extend = values.get(EXTEND_MARKER) is True
     for key, value in values.items():
         name = f"{prefix}{key}"
+        if key == EXTEND_MARKER:
+            continue
+        if key not in target and extend:
+            target[key] = _without_markers(value)
+            continue
         if key not in target:
             return f"unknown key '{name}'"
         if isinstance(value, Mapping) and value.get(REPLACE_MARKER) is True:
-            target[key] = {k: v for k, v in value.items() if k != REPLACE_MARKER}
+            target[key] = _without_markers(value)
         elif isinstance(value, Mapping):
             if not isinstance(target[key], MutableMapping):
                 return f"'{name}' is a value in the params file, not a section"
@@ -65,6 +75,14 @@ def _merge(target: MutableMapping[str, Any], values: Mapping[str, Any], prefix: 
         else:
             target[key] = value
     return ""
+
+
+def _without_markers(value: Any) -> Any:
+    """`value` with the profile's markers dropped from it and every mapping inside it."""
+    if not isinstance(value, Mapping):
+        return value
+    markers = (REPLACE_MARKER, EXTEND_MARKER)
+    return {k: _without_markers(v) for k, v in value.items() if k not in markers}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
