@@ -65,6 +65,7 @@ from dmc_envs.tasks.base import (
     ReturnScale,
     Task,
     UniformBoxDensity,
+    columns_dataset,
 )
 from dmc_envs.tasks.gymnasium_task import GymnasiumTask
 from dmc_envs.tasks.pusht_expert import PushState, PushTPlanner
@@ -348,15 +349,8 @@ def _concatenate(episodes: list[dict[str, np.ndarray]], rows: int) -> Transition
         arrays = {key: value[:rows] for key, value in arrays.items()}
         if not (arrays["terminals"][rows - 1] or arrays["timeouts"][rows - 1]):
             arrays["timeouts"][rows - 1] = True
-    return TransitionDataset(
-        observations=arrays["observations"].astype(np.float32),
-        actions=arrays["actions"].astype(np.float32),
-        rewards=arrays["rewards"].astype(np.float32),
-        terminals=arrays["terminals"].astype(bool),
-        timeouts=arrays["timeouts"].astype(bool) & ~arrays["terminals"].astype(bool),
-        next_observations=arrays["next_observations"].astype(np.float32),
-        attrs={},
-    )
+    arrays["timeouts"] = arrays["timeouts"].astype(bool) & ~arrays["terminals"].astype(bool)
+    return columns_dataset(arrays)
 
 
 def _build(name: str, env_kwargs: Mapping[str, Any]) -> Task:
