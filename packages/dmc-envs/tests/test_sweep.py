@@ -154,6 +154,37 @@ def test_a_broken_pair_prints_no_command_either(
     assert "task hopper, dataset nope: pretrain.models.diffuser.dataset: 'nope' names no" in err
 
 
+def test_a_task_setting_goes_to_that_tasks_experiments_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = copy.deepcopy(PARAMS)
+    params["behaviour_datasets"]["tasks"]["walker2d"] = {"agents": "pipelines/behaviour/walker2d"}
+    path = write_params(tmp_path, params)
+    argv = ["--tasks", "hopper", "walker2d", "--datasets", "medium", "--params", str(path)]
+    settings = ["hopper:make_dataset.datasets.random.seed=7", "hopper:base.seed=3"]
+    assert main(*argv, "--set", settings[0], "--set", settings[1]) == 0  # flags add up
+    hopper, walker2d = (shlex.split(line) for line in capsys.readouterr().out.splitlines()[:2])
+    extra = ["-S", "make_dataset.datasets.random.seed=7", "-S", "base.seed=3"]
+    assert hopper == hopper_medium() + extra
+    assert "make_dataset.datasets.random.seed=7" not in " ".join(walker2d)
+    assert "base.task=walker2d" in walker2d
+
+
+def test_a_task_setting_is_checked_like_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_params(tmp_path, PARAMS)
+    argv = ["--tasks", "hopper", "--datasets", "medium", "--params", str(path), "--set"]
+    assert main(*argv, "walker2d:base.seed=1") == 2
+    assert "task 'walker2d' is not swept (--tasks hopper)" in capsys.readouterr().err
+    assert main(*argv, "hopper-base.seed") == 2
+    assert "expected TASK:KEY=VALUE" in capsys.readouterr().err
+    # a setting that breaks a reference stops the command like a bad dataset does
+    assert main(*argv, "hopper:evaluate.runs.bc.critic=nope") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "task hopper, dataset medium: evaluate.runs.bc.critic" in err
+
+
 def test_the_params_are_not_changed_by_the_check() -> None:
     before = yaml.safe_dump(PARAMS)
     plan(PARAMS, ["hopper"], ["medium"])

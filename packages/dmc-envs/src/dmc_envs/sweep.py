@@ -2,6 +2,8 @@
 
     python -m dmc_envs sweep --tasks hopper walker2d --datasets medium medium_replay   # print
     python -m dmc_envs sweep --tasks hopper walker2d --datasets medium --queue         # queue
+    python -m dmc_envs sweep --tasks drawer-open button-press --datasets medium \
+        --set button-press:make_dataset.datasets.medium.random_fraction=0.75           # per task
     dvc queue start
     python -m dmc_envs report --exps --out report.md --plot report.png
 
@@ -10,7 +12,8 @@ models, critics, passes, cascades, baseline policies and evaluation runs. Which 
 are is read off `check_params.REFERENCES` (its `dataset` references), and their entries off the
 params file, so an entry a profile adds (a baseline policy, its evaluation run) is swept without
 a change here. Each experiment gets `-S base.task=<task>`, `-S <section>.<entry>.dataset=<dataset>`
-for every such entry, and the name `<task>-<dataset>`.
+for every such entry, and the name `<task>-<dataset>`. `--set TASK:KEY=VALUE` adds `-S KEY=VALUE`
+to TASK's experiments only (a data level that differs between tasks, say).
 
 Every pair is checked before anything is printed or queued: its overrides, applied to a copy of
 the params, must leave every reference intact (`check_params.broken_references`). A dataset the
@@ -61,6 +64,7 @@ __all__ = [
     "experiment_name",
     "find_dvc",
     "overrides",
+    "parse_task_settings",
     "plan",
     "queue",
 ]
@@ -76,6 +80,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")
 
 #: A params override: the key as its path of names, and the value.
 Override = tuple[tuple[str, ...], str]
+#: `--set` values: TASK:KEY=VALUE.
+_TASK_SETTING = re.compile(r"(?P<task>[^:=\s]+):(?P<key>[A-Za-z0-9_.+-]+)=(?P<value>.*)")
 #: Runs one command line; a test passes a fake one, never real DVC.
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
@@ -97,16 +103,39 @@ def dataset_sections() -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
-def overrides(params: Mapping[str, Any], task: str, dataset: str) -> list[Override]:
+def overrides(
+    params: Mapping[str, Any], task: str, dataset: str, extra: Sequence[Override] = ()
+) -> list[Override]:
     """The overrides of one pair: `base.task`, then the `dataset` of every entry that has one,
-    section by section in `dataset_sections()` order and entries in the file's order."""
+    section by section in `dataset_sections()` order and entries in the file's order, then
+    `extra` (the task's `--set` values)."""
     found: list[Override] = [(TASK_KEY, task)]
     for section in dataset_sections():
         path = tuple(section.split("."))
         for entry, values in entries_at(params, section).items():
             if isinstance(values, Mapping) and "dataset" in values:
                 found.append(((*path, str(entry), "dataset"), dataset))
-    return found
+    return found + list(extra)
+
+
+def parse_task_settings(values: Sequence[str], tasks: Sequence[str]) -> dict[str, list[Override]]:
+    """`--set` values (TASK:KEY=VALUE) as overrides per task, in the order given.
+
+    Raises:
+        ConfigError: a value not of that form, or a TASK that is not among `tasks`.
+    """
+    settings: dict[str, list[Override]] = {}
+    for value in values:
+        found = _TASK_SETTING.fullmatch(value)
+        if found is None:
+            raise ConfigError(f"--set {value}: expected TASK:KEY=VALUE, e.g. hopper:seed=1")
+        if found["task"] not in tasks:
+            raise ConfigError(
+                f"--set {value}: task '{found['task']}' is not swept (--tasks {' '.join(tasks)})"
+            )
+        key = tuple(found["key"].split("."))
+        settings.setdefault(found["task"], []).append((key, found["value"]))
+    return settings
 
 
 def applied(params: Mapping[str, Any], changes: Sequence[Override]) -> dict[str, Any]:
@@ -143,9 +172,13 @@ def check_tasks(tasks: Sequence[str]) -> None:
 
 
 def plan(
-    params: Mapping[str, Any], tasks: Sequence[str], datasets: Sequence[str]
+    params: Mapping[str, Any],
+    tasks: Sequence[str],
+    datasets: Sequence[str],
+    settings: Mapping[str, Sequence[Override]] | None = None,
 ) -> list[Experiment]:
     """The experiments of every (task, dataset) pair, tasks outer; each checked first.
+    `settings` adds overrides to a task's experiments (`parse_task_settings`).
 
     Raises:
         ConfigError: an unknown task, no entry that names a dataset, an invalid experiment name,
@@ -156,19 +189,25 @@ def plan(
     if pairs and len(overrides(params, *pairs[0])) == 1:
         sections = ", ".join(dataset_sections())
         raise ConfigError(f"no entry of {sections} names a dataset: there is nothing to sweep")
-    broken = [_first_broken(params, task, dataset) for task, dataset in pairs]
+    settings = settings or {}
+    broken = [
+        _first_broken(params, task, dataset, settings.get(task, ())) for task, dataset in pairs
+    ]
     problems = [problem for problem in broken if problem is not None]
     if problems:
         listed = "\n  ".join(problems)
         raise ConfigError(
             f"{len(problems)} pair(s) would break a reference, nothing queued:\n  {listed}"
         )
-    return [_experiment(params, task, dataset) for task, dataset in pairs]
+    return [_experiment(params, task, dataset, settings.get(task, ())) for task, dataset in pairs]
 
 
-def _first_broken(params: Mapping[str, Any], task: str, dataset: str) -> str | None:
+def _first_broken(
+    params: Mapping[str, Any], task: str, dataset: str, extra: Sequence[Override]
+) -> str | None:
     """The pair and its first broken reference (key: problem), or None if it has none."""
-    broken = next(broken_references(applied(params, overrides(params, task, dataset))), None)
+    changed = applied(params, overrides(params, task, dataset, extra))
+    broken = next(broken_references(changed), None)
     if broken is None:
         return None
     key, problem = broken
@@ -183,11 +222,13 @@ def _hint(params: Mapping[str, Any], task: str, dataset: str) -> str:
     return ""
 
 
-def _experiment(params: Mapping[str, Any], task: str, dataset: str) -> Experiment:
+def _experiment(
+    params: Mapping[str, Any], task: str, dataset: str, extra: Sequence[Override]
+) -> Experiment:
     """The `dvc exp run --queue` command line of one (checked) pair."""
     name = experiment_name(task, dataset)
     argv = ["dvc", "exp", "run", "--queue", "-n", name]
-    for path, value in overrides(params, task, dataset):
+    for path, value in overrides(params, task, dataset, extra):
         argv += ["-S", f"{'.'.join(path)}={value}"]
     return Experiment(task, dataset, name, tuple(argv))
 
@@ -235,7 +276,10 @@ def _run(args: argparse.Namespace) -> None:
     """The command: plan and check every pair, then print the commands or queue them."""
     if not args.tasks or not args.datasets:
         raise DmcError("name at least one task and one dataset: --tasks ... --datasets ...")
-    experiments = plan(read_params(args.params or "params.yaml"), args.tasks, args.datasets)
+    settings = parse_task_settings(args.set or (), args.tasks)
+    experiments = plan(
+        read_params(args.params or "params.yaml"), args.tasks, args.datasets, settings
+    )
     if args.queue:
         queue(experiments, _dvc_runner(find_dvc()))
         print(f"queued {len(experiments)} experiment(s); next: {' && '.join(NEXT_STEPS)}")
@@ -252,6 +296,7 @@ SWEEP_COMMAND = Command(
         Arg("--tasks", "the tasks (registered task names)", many=True),
         Arg("--datasets", "the datasets, by the names the params give them", many=True),
         Arg("--params", "the params file the flags are derived from (default: params.yaml)", False),
+        Arg("--set", "TASK:KEY=VALUE: one more -S for TASK's experiments only", False, many=True),
         Arg("--queue", "run the `dvc exp run --queue` commands, not print them", switch=True),
     ),
     run=_run,
