@@ -132,10 +132,9 @@ def _add_args(verb: argparse.ArgumentParser, args: Sequence[Arg]) -> None:
     for arg in args:
         if arg.switch:
             verb.add_argument(arg.flag, action="store_true", help=arg.help)
-        elif arg.many and arg.flag.startswith("-"):  # repeated flags add up: --set a --set b
+        elif arg.many:  # a repeated flag adds up: --set a --set b
+            action = "extend" if arg.flag.startswith("-") else "store"
             nargs = "+" if arg.required else "*"
-            verb.add_argument(arg.flag, nargs=nargs, action="extend", help=arg.help)
-        elif arg.many:
-            verb.add_argument(arg.flag, nargs="+" if arg.required else "*", help=arg.help)
+            verb.add_argument(arg.flag, nargs=nargs, action=action, help=arg.help)
         else:
             verb.add_argument(arg.flag, required=arg.required, help=arg.help)
