@@ -190,24 +190,23 @@ def plan(
         sections = ", ".join(dataset_sections())
         raise ConfigError(f"no entry of {sections} names a dataset: there is nothing to sweep")
     settings = settings or {}
-    broken = [
-        _first_broken(params, task, dataset, settings.get(task, ())) for task, dataset in pairs
-    ]
+    changes = {pair: overrides(params, *pair, settings.get(pair[0], ())) for pair in pairs}
+    broken = [_first_broken(params, *pair, changes[pair]) for pair in pairs]
     problems = [problem for problem in broken if problem is not None]
     if problems:
         listed = "\n  ".join(problems)
         raise ConfigError(
             f"{len(problems)} pair(s) would break a reference, nothing queued:\n  {listed}"
         )
-    return [_experiment(params, task, dataset, settings.get(task, ())) for task, dataset in pairs]
+    return [_experiment(*pair, changes[pair]) for pair in pairs]
 
 
 def _first_broken(
-    params: Mapping[str, Any], task: str, dataset: str, extra: Sequence[Override]
+    params: Mapping[str, Any], task: str, dataset: str, changes: Sequence[Override]
 ) -> str | None:
-    """The pair and its first broken reference (key: problem), or None if it has none."""
-    changed = applied(params, overrides(params, task, dataset, extra))
-    broken = next(broken_references(changed), None)
+    """The pair and its first broken reference (key: problem) once its `changes` are applied,
+    or None if it has none."""
+    broken = next(broken_references(applied(params, changes)), None)
     if broken is None:
         return None
     key, problem = broken
@@ -222,13 +221,11 @@ def _hint(params: Mapping[str, Any], task: str, dataset: str) -> str:
     return ""
 
 
-def _experiment(
-    params: Mapping[str, Any], task: str, dataset: str, extra: Sequence[Override]
-) -> Experiment:
-    """The `dvc exp run --queue` command line of one (checked) pair."""
+def _experiment(task: str, dataset: str, changes: Sequence[Override]) -> Experiment:
+    """The `dvc exp run --queue` command line of one (checked) pair with its `changes`."""
     name = experiment_name(task, dataset)
     argv = ["dvc", "exp", "run", "--queue", "-n", name]
-    for path, value in overrides(params, task, dataset, extra):
+    for path, value in changes:
         argv += ["-S", f"{'.'.join(path)}={value}"]
     return Experiment(task, dataset, name, tuple(argv))
 
