@@ -70,6 +70,7 @@ BASES = {
     "locomotion-smoke": ["locomotion"],
     "d4rl-data": ["locomotion"],
     "d4rl-data-paper": ["locomotion", "d4rl-data"],
+    "d4rl-medium": ["locomotion", "d4rl-data"],
     "locomotion-baselines": ["locomotion"],
 }
 STACKS = [
