@@ -13,7 +13,9 @@ are is read off `check_params.REFERENCES` (its `dataset` references), and their 
 params file, so an entry a profile adds (a baseline policy, its evaluation run) is swept without
 a change here. Each experiment gets `-S base.task=<task>`, `-S <section>.<entry>.dataset=<dataset>`
 for every such entry, and the name `<task>-<dataset>`. `--set TASK:KEY=VALUE` adds `-S KEY=VALUE`
-to TASK's experiments only (a data level that differs between tasks, say).
+to TASK's experiments only (a data level that differs between tasks, say). Each experiment
+targets `summarize`, so it runs only what its results need: without a target `dvc exp run` would
+also run every other stage of the params, such as the SAC agents of the other tasks (hours each).
 
 Every pair is checked before anything is printed or queued: its overrides, applied to a copy of
 the params, must leave every reference intact (`check_params.broken_references`). A dataset the
@@ -71,6 +73,8 @@ __all__ = [
 
 NAME = "sweep"
 TASK_KEY = ("base", "task")
+#: The stage every experiment reproduces, with what it needs (every model, critic, evaluation).
+TARGET = "summarize"
 #: What to run once the experiments are queued.
 NEXT_STEPS = "dvc queue start", "python -m dmc_envs report --exps --out report.md --plot report.png"
 #: The sections that collect datasets per task, and the datasets an entry of theirs writes.
@@ -227,7 +231,7 @@ def _experiment(task: str, dataset: str, changes: Sequence[Override]) -> Experim
     argv = ["dvc", "exp", "run", "--queue", "-n", name]
     for path, value in changes:
         argv += ["-S", f"{'.'.join(path)}={value}"]
-    return Experiment(task, dataset, name, tuple(argv))
+    return Experiment(task, dataset, name, (*argv, TARGET))
 
 
 def command_line(experiment: Experiment) -> str:
