@@ -26,6 +26,7 @@ from dmc_align.divergence import gaussian_kl
 from dmc_align.lora import reference_mode
 from dmc_align.methods.base import AlignContext
 from dmc_core.diffusion import SampleResult
+from dmc_core.models.windows import window_to
 
 __all__ = ["QVPG", "CreditScaledDenoiser", "q_policy_loss"]
 
@@ -118,7 +119,8 @@ class QVPG:
         metrics = {"reward": float(reward.detach().mean())}
         if spec.bc_weight > 0:
             window = self.context.windows.sample(history.shape[0], generator)
-            bc = model.training_loss(window, generator)
+            device = next(model.parameters()).device
+            bc = model.training_loss(window_to(window, device), generator)
             loss = loss + spec.bc_weight * bc
             metrics["bc_loss"] = float(bc.detach())
         if spec.divergence == "kl":
