@@ -132,6 +132,47 @@ def test_sft_keeps_the_best_sample_of_each_condition_and_filters_unlikely_ones(
     assert step_metrics["kept"] == 4.0 and float(loss) > 0
 
 
+class FirstActionAdvantage:
+    """A reward whose advantage is the first action itself: the ranking is known."""
+
+    def advantage(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return action[:, 0]
+
+
+@pytest.mark.parametrize("kind", ["policy", "diffuser"])
+def test_sft_on_the_dataset_keeps_the_windows_with_the_highest_advantage(
+    kind: str, dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    model = tiny(kind)
+    spec = {"generator": "dataset", "candidates": 8, "keep_fraction": 0.25, "batch_size": 16}
+    method = SFT(context(model, critic, dataset, method="sft", sft=spec))
+    method.context.reward = FirstActionAdvantage()  # type: ignore[assignment]
+    metrics = method.collect(histories(model, count=4), torch_generator(0))
+    drawn = method.context.windows.sample(32, torch_generator(0)).actions[:, 0, 0]
+    kept = method._kept_windows
+    assert kept is not None and len(kept) == 8  # a quarter of 4 conditions x 8 candidates
+    assert torch.equal(kept.actions[:, 0, 0].sort().values, drawn.sort().values[-8:])
+    assert metrics["kept_reward"] > metrics["reward"]
+    loss, step_metrics = method.loss(torch_generator(1))
+    assert step_metrics["kept"] == 8.0 and float(loss) > 0
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
+
+
+def test_the_advantage_is_q_minus_v_and_sft_on_the_dataset_needs_it(
+    dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    observation = torch.as_tensor(dataset.observations[:5])
+    action = torch.as_tensor(dataset.actions[:5])
+    advantage = QFirstAction(critic).advantage(observation, action)
+    assert torch.allclose(advantage, critic.q(observation, action) - critic.v(observation))
+    model = tiny("diffuser")
+    ctx = context(model, critic, dataset, method="sft", sft={"generator": "dataset"})
+    ctx.reward = PlanReturn(build_task("nav1d", {"horizon": 8}).plan_reward)  # no V
+    with pytest.raises(ConfigError, match=r"sft\.generator dataset"):
+        SFT(ctx)
+
+
 def test_the_energy_likelihood_is_the_foundations_density_relative_to_its_condition(
     dataset: TransitionDataset, critic: IQLCritic, tiny, plain
 ) -> None:

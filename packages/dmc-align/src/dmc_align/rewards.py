@@ -59,6 +59,14 @@ class QFirstAction:
         for parameter in critic.parameters():
             parameter.requires_grad_(False)
 
+    def advantage(self, observation: Tensor, action: Tensor) -> Tensor:
+        """A(s, a) = Q(s, a) - V(s) of actions in raw units (a dataset's own, in its range).
+
+        Shapes:
+            observation: (B, obs_dim); action: (B, act_dim); returns (B,).
+        """
+        return self.critic.q(observation, action) - self.critic.v(observation)
+
     def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
         """Q of each sample's first action, clipped to the range, minus the bound penalty."""
         first = model.act_normalizer.normalize(model.decode_actions(z0)[:, 0])

@@ -125,7 +125,11 @@ class SFTSpec:
 
     candidates: int = knob(16, ge=1, doc="samples per condition")
     keep_fraction: float = knob(0.0625, gt=0.0, le=1.0, doc="top fraction kept per condition")
-    generator: str = knob("current", choices=("foundation", "current"), doc="who samples")
+    generator: str = knob(
+        "current",
+        choices=("foundation", "current", "dataset"),
+        doc="who samples: a model, or the dataset's own windows ranked by advantage",
+    )
     likelihood_threshold: float = knob(
         0.0, ge=0.0, doc="current: drop samples whose foundation loss exceeds this (0 = off)"
     )

@@ -13,8 +13,16 @@ from drifting off the data. Two estimators of that likelihood (`likelihood_estim
   relative to the candidates' average density, f_phi(a) - logsumexp_k f_phi(a_k) + log K, must
   be at least -`likelihood_threshold`.
 
+The `dataset` generator samples no model: every round draws `conditions x candidates` of the
+dataset's own windows and keeps the top `keep_fraction` of them by the critic's advantage of
+their first action, A(s, a) = Q(s, a) - V(s) (one action per state, so the ranking is across
+states, and V removes the per-state baseline). The critic is then only asked about actions it
+was trained on, where IQL's Q is accurate; a model's samples off the data are where it is not.
+This is filtered behaviour cloning (CRR's binary filter) with the diffusion loss.
+
 References:
-    Black et al. (2023), the filtered "RWR-sparse" baseline; Huh & Mohapatra (2025), Sec. 3.3.
+    Black et al. (2023), the filtered "RWR-sparse" baseline; Huh & Mohapatra (2025), Sec. 3.3;
+    Wang et al., "Critic Regularized Regression" (2020), the binary advantage filter.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from torch import Tensor
 from dmc_align.lora import reference_mode, sampling_mode
 from dmc_align.methods.base import AlignContext, no_update
 from dmc_core.errors import ConfigError
-from dmc_core.models import ControlModel
+from dmc_core.models import ControlModel, Window
+from dmc_core.models.windows import window_to
 
 __all__ = ["SFT", "foundation_nll", "foundation_relative_log_density", "top_per_condition"]
 
@@ -88,12 +97,20 @@ class SFT:
                 f"align.passes: sft.likelihood_estimator energy needs a BDM's log-density; "
                 f"'{context.spec.model}' is a {context.model.kind}"
             )
+        if self.spec.generator == "dataset" and not hasattr(context.reward, "advantage"):
+            raise ConfigError(
+                "align.passes: sft.generator dataset ranks the data's actions by the critic's "
+                "advantage Q - V; this pass's reward has no critic V (use q_first_action)"
+            )
         self.updates_per_batch = self.spec.updates_per_batch
         self.loss_has_scale = True
         self._kept: tuple[Tensor, Tensor] | None = None
+        self._kept_windows: Window | None = None
 
     def collect(self, history: Tensor, generator: torch.Generator) -> dict[str, float]:
         """Sample, keep the best of every condition, filter by foundation likelihood."""
+        if self.spec.generator == "dataset":
+            return self._collect_windows(history.shape[0] * self.spec.candidates, generator)
         model, spec = self.context.model, self.spec
         repeated = history.repeat_interleave(spec.candidates, dim=0)
         sampler = reference_mode if spec.generator == "foundation" else sampling_mode
@@ -128,8 +145,23 @@ class SFT:
         metrics["foundation_nll"] = float(nll.mean())
         return nll <= spec.likelihood_threshold
 
+    def _collect_windows(self, count: int, generator: torch.Generator) -> dict[str, float]:
+        """Draw `count` dataset windows, keep the top fraction by first-action advantage."""
+        windows = self.context.windows.sample(count, generator)
+        device = next(self.context.model.parameters()).device
+        observation = windows.history[:, -1].to(device)
+        with torch.no_grad():
+            advantage = self.context.reward.advantage(  # type: ignore[attr-defined]
+                observation, windows.actions[:, 0].to(device)
+            )
+        keep = top_per_condition(advantage, count, self.spec.keep_fraction).cpu()
+        self._kept_windows = windows.rows(keep)
+        return {"reward": float(advantage.mean()), "kept_reward": float(advantage[keep].mean())}
+
     def loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """The diffusion loss of a random batch of the kept samples."""
+        if self.spec.generator == "dataset":
+            return self._window_loss(generator)
         assert self._kept is not None, "collect() first"
         samples, conditions = self._kept
         if samples.shape[0] == 0:
@@ -137,3 +169,12 @@ class SFT:
         pick = torch.randint(samples.shape[0], (self.spec.batch_size,), generator=generator)
         loss = self.context.model.denoising_loss(samples[pick], conditions[pick], generator)
         return loss.mean(), {"kept": float(samples.shape[0])}
+
+    def _window_loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
+        """The model's training loss on a random batch of the kept dataset windows."""
+        assert self._kept_windows is not None, "collect() first"
+        kept = self._kept_windows
+        pick = torch.randint(len(kept), (self.spec.batch_size,), generator=generator)
+        device = next(self.context.model.parameters()).device
+        loss = self.context.model.training_loss(window_to(kept.rows(pick), device), generator)
+        return loss, {"kept": float(len(kept))}

@@ -46,6 +46,16 @@ class Window:
     def __len__(self) -> int:
         return int(self.states.shape[0])
 
+    def rows(self, index: Tensor) -> Window:
+        """The windows at `index` (a (K,) long or (B,) bool tensor), in that order."""
+        return Window(
+            history=self.history[index],
+            states=self.states[index],
+            actions=self.actions[index],
+            steps=self.steps[index],
+            state_known=self.state_known[index],
+        )
+
 
 class WindowSampler:
     """Draw random `Window`s of `horizon` steps and `history` observations from a dataset."""
