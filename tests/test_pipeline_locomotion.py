@@ -63,9 +63,10 @@ def locomotion_copy(factory: pytest.TempPathFactory, name: str, *profiles: str) 
 def policy_learns_from(work: Path, dataset: str) -> None:
     """The policy, its critic, pass and runs on `dataset`; the planners keep the made random
     data with a critic of their own."""
-    for key in ("pretrain.models.policy", "fit_critic.critics.full", "align.passes.policy_qvpg"):
+    passes = ("align.passes.policy_sft", "align.passes.policy_qvpg")
+    for key in ("pretrain.models.policy", "fit_critic.critics.full", *passes):
         set_param(work, f"{key}.dataset", dataset)
-    for run in ("policy", "policy_qvpg"):
+    for run in ("policy", "policy_sft", "policy_qvpg"):
         set_param(work, f"evaluate.runs.{run}.dataset", dataset)
     set_param(work, "fit_critic.critics.made", {**FIT_SMALL, "dataset": "random"})
     for planner in ("diffuser", "decision_diffuser"):
@@ -86,7 +87,8 @@ def test_hopper_runs_end_to_end_on_a_d4rl_file_and_on_made_data(
     ran = ran_stages(dvc(work, "repro").stdout)
 
     assert {"import_dataset@users", "make_dataset@random", "summarize"} <= ran
-    assert {"align@diffuser_qvpg", "align@policy_qvpg", "evaluate@policy_qvpg"} <= ran
+    assert {"align@diffuser_qvpg", "align@policy_sft", "evaluate@policy_sft"} <= ran
+    assert {"align@policy_qvpg", "evaluate@policy_qvpg"} <= ran
     imported = read_dataset(work / "data" / "datasets" / "hopper" / "users.hdf5")
     assert imported.attrs["env_id"] == "Hopper-v5" and imported.attrs["source_format"] == "d4rl"
     assert len(imported) == USER_ROWS and imported.timeouts[-1]  # the open episode, cut
