@@ -146,15 +146,16 @@ class SFT:
         return nll <= spec.likelihood_threshold
 
     def _collect_windows(self, count: int, generator: torch.Generator) -> dict[str, float]:
-        """Draw `count` dataset windows, keep the top fraction by first-action advantage."""
-        windows = self.context.windows.sample(count, generator)
+        """Draw `count` dataset windows, keep the top fraction by first-action advantage.
+
+        The windows go to the model's device once here, not at every update."""
         device = next(self.context.model.parameters()).device
-        observation = windows.history[:, -1].to(device)
+        windows = window_to(self.context.windows.sample(count, generator), device)
         with torch.no_grad():
             advantage = self.context.reward.advantage(  # type: ignore[attr-defined]
-                observation, windows.actions[:, 0].to(device)
+                windows.history[:, -1], windows.actions[:, 0]
             )
-        keep = top_per_condition(advantage, count, self.spec.keep_fraction).cpu()
+        keep = top_per_condition(advantage, count, self.spec.keep_fraction)
         self._kept_windows = windows.rows(keep)
         return {"reward": float(advantage.mean()), "kept_reward": float(advantage[keep].mean())}
 
@@ -175,6 +176,5 @@ class SFT:
         assert self._kept_windows is not None, "collect() first"
         kept = self._kept_windows
         pick = torch.randint(len(kept), (self.spec.batch_size,), generator=generator)
-        device = next(self.context.model.parameters()).device
-        loss = self.context.model.training_loss(window_to(kept.rows(pick), device), generator)
+        loss = self.context.model.training_loss(kept.rows(pick.to(kept.states.device)), generator)
         return loss, {"kept": float(len(kept))}

@@ -15,7 +15,8 @@ starts at a transition `k` of an episode (every transition equally likely) and h
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -48,12 +49,12 @@ class Window:
 
     def rows(self, index: Tensor) -> Window:
         """The windows at `index` (a (K,) long or (B,) bool tensor), in that order."""
+        return self.map(lambda tensor: tensor[index])
+
+    def map(self, transform: Callable[[Tensor], Tensor]) -> Window:
+        """The window with `transform` applied to each of its tensors."""
         return Window(
-            history=self.history[index],
-            states=self.states[index],
-            actions=self.actions[index],
-            steps=self.steps[index],
-            state_known=self.state_known[index],
+            **{field.name: transform(getattr(self, field.name)) for field in fields(self)}
         )
 
 
@@ -124,10 +125,4 @@ def window_to(window: Window, device: torch.device) -> Window:
     """The same window with every tensor on `device`."""
     if window.states.device == device:
         return window
-    return Window(
-        history=window.history.to(device),
-        states=window.states.to(device),
-        actions=window.actions.to(device),
-        steps=window.steps.to(device),
-        state_known=window.state_known.to(device),
-    )
+    return window.map(lambda tensor: tensor.to(device))
