@@ -68,17 +68,8 @@ def test_a_stage_does_not_outlive_the_killed_dvc_that_started_it(
     """Catches: an orphaned stage that keeps writing outputs after `dvc` is killed, whether the
     shell execs the command (bash: the kernel's parent-death signal) or stays between (dash:
     the watcher of the parent chain)."""
-    if not Path(shell).exists() or not Path("/proc").is_dir():
-        pytest.skip(f"needs {shell} and /proc")
     pid_file = tmp_path / "stage.pid"
-    stage = STAGE.format(path=str(pid_file))
-    # The parent stands for `dvc repro`: it runs the stage through `$SHELL -c` as DVC does.
-    dvc = (
-        "import subprocess, sys; "
-        f"subprocess.run([{shell!r}, '-c', {f'{sys.executable} -c {stage!r}'!r}])"
-    )
-    env = {**os.environ, "DVC_STAGE": "test"}
-    parent = subprocess.Popen([sys.executable, "-c", dvc], env=env)
+    parent = subprocess.Popen([sys.executable, "-c", _dvc_stand_in(shell, pid_file)])
     try:
         stage_pid = _wait_for_pid(pid_file)
         parent.kill()
@@ -86,6 +77,38 @@ def test_a_stage_does_not_outlive_the_killed_dvc_that_started_it(
         assert _gone_within(stage_pid, seconds=10), "the stage outlived the killed parent"
     finally:
         parent.kill()
+
+
+@pytest.mark.parametrize("shell", ["/bin/bash", "/bin/sh"])
+def test_a_stage_outlives_the_shell_that_started_dvc(tmp_path: Path, shell: str) -> None:
+    """Catches: a stage that watches DVC's own parent, so that `nohup dvc repro &` from a shell
+    that then exits kills every stage while DVC goes on (DVC then records the stage failed)."""
+    pid_file = tmp_path / "stage.pid"
+    launcher = (  # starts DVC, and exits once the stage runs
+        "import pathlib, subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {_dvc_stand_in(shell, pid_file)!r}]); "
+        f"[time.sleep(0.05) for _ in range(200) if not pathlib.Path({str(pid_file)!r}).exists()]"
+    )
+    subprocess.run([sys.executable, "-c", launcher], check=True, timeout=30)
+    stage_pid = _wait_for_pid(pid_file)
+    try:
+        assert not _gone_within(stage_pid, seconds=3), "the stage stopped while DVC was alive"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stage_pid, signal.SIGKILL)
+
+
+def _dvc_stand_in(shell: str, pid_file: Path) -> str:
+    """Python code that stands for `dvc repro`: it runs the stage through `$SHELL -c` with
+    `DVC_STAGE` set for the command only, as DVC does."""
+    if not Path(shell).exists() or not Path("/proc").is_dir():
+        pytest.skip(f"needs {shell} and /proc")
+    command = f"{sys.executable} -c {STAGE.format(path=str(pid_file))!r}"
+    return (
+        "import os, subprocess; "
+        f"subprocess.run([{shell!r}, '-c', {command!r}], "
+        "env={**os.environ, 'DVC_STAGE': 'test'})"
+    )
 
 
 def test_outside_dvc_nothing_is_tied() -> None:

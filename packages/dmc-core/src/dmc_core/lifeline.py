@@ -5,8 +5,12 @@ terminal, a CI timeout), its child is not told: the stage would go on alone, wri
 outputs that the next `dvc repro` is about to delete or re-create. So a stage that finds itself
 under DVC (DVC sets `DVC_STAGE` for every command) asks the kernel to kill it when its parent
 dies (Linux `PR_SET_PDEATHSIG`: bash execs a lone command, so the parent is DVC itself), and
-watches the chain of its parent and grandparent, which also covers shells that stay in
-between (dash): once either is gone, the stage exits at once. Its snapshots make that safe.
+watches the chain of its ancestors up to DVC, which also covers shells that stay in between
+(dash): once a link of it is gone, the stage exits at once. Its snapshots make that safe.
+
+DVC is the first ancestor without `DVC_STAGE` in its environment (a shell in between inherited
+it). The chain stops there: DVC's own parent may end while DVC goes on (`nohup dvc repro &`
+from a shell that then exits), and that must not stop the stage.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = ["die_with_dvc"]
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 _POLL_SECONDS = 0.5
+_MAX_SHELLS_BETWEEN = 3
 
 
 def die_with_dvc(environ: dict[str, str] | None = None) -> bool:
@@ -42,14 +47,33 @@ def die_with_dvc(environ: dict[str, str] | None = None) -> bool:
     return True
 
 
-def _ancestors() -> tuple[int, int | None]:
-    """(parent, grandparent) process ids."""
-    parent = os.getppid()
-    return parent, _parent_of(parent)
+def _ancestors(length: int | None = None) -> tuple[int | None, ...]:
+    """The first `length` ancestors, parent first; by default from the parent up to DVC."""
+    chain: list[int | None] = [os.getppid()]
+    while (
+        len(chain) < length
+        if length is not None
+        else len(chain) <= _MAX_SHELLS_BETWEEN and _inherited_dvc_stage(chain[-1])
+    ):
+        chain.append(_parent_of(chain[-1]))
+    return tuple(chain)
 
 
-def _parent_of(pid: int) -> int | None:
+def _inherited_dvc_stage(pid: int | None) -> bool:
+    """Whether `pid` runs with `DVC_STAGE` set: a shell between DVC and the stage, not DVC."""
+    if pid is None:
+        return False
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return any(entry.startswith(b"DVC_STAGE=") for entry in environ.split(b"\0"))
+
+
+def _parent_of(pid: int | None) -> int | None:
     """The parent of `pid` from /proc (None where /proc is not readable)."""
+    if pid is None:
+        return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -58,9 +82,9 @@ def _parent_of(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-def _watch(chain: tuple[int, int | None]) -> None:
+def _watch(chain: tuple[int | None, ...]) -> None:
     while True:
         time.sleep(_POLL_SECONDS)
-        if _ancestors() != chain:
+        if _ancestors(len(chain)) != chain:
             log.error("the DVC process that started this stage is gone; stopping")
             os.kill(os.getpid(), signal.SIGKILL)
