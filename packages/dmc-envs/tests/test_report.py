@@ -15,6 +15,7 @@ from dmc_core.cli import run_cli
 from dmc_envs.report import (
     REPORT_COMMAND,
     Sources,
+    _column_title,
     candidate_series,
     experiment_summaries,
     find_files,
@@ -308,3 +309,9 @@ def test_baselines_are_columns_of_their_own_with_one_score() -> None:
     assert "| nav1d | full | 88.0 ± 2.0 [75%] | 10.0 ± 20.0 [25%] -> 80.0 ± 4.0 [90%] |" in nav1d
     series = candidate_series(HOPPER_ROWS + baselines)[HOPPER]
     assert series[("IQL", "baseline", "one sample")] == [(1, 47.6)]
+
+
+def test_a_column_title_spells_out_a_multi_word_model_and_keeps_acronyms() -> None:
+    """Catches: `Decision_diffuser` in the header, or `Iql` for IQL."""
+    assert _column_title("decision_diffuser", "q_argmax", 16) == "Decision Diffuser q_argmax@16"
+    assert _column_title("IQL", "none", 1) == "IQL one sample"

@@ -312,7 +312,8 @@ def _columns(cells: Mapping[Key, Row]) -> list[tuple[str, str, int]]:
 
 
 def _column_title(model: str, rule: str, candidates: int) -> str:
-    name = model[:1].upper() + model[1:]
+    """`decision_diffuser`, `q_argmax`, 16 -> `Decision Diffuser q_argmax@16` (BC stays BC)."""
+    name = " ".join(word[:1].upper() + word[1:] for word in model.split("_"))
     what = "one sample" if (rule, candidates) == ("none", 1) else f"{rule}@{candidates}"
     return f"{name} {what}"
 
