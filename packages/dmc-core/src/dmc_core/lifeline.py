@@ -49,37 +49,39 @@ def die_with_dvc(environ: dict[str, str] | None = None) -> bool:
 
 def _ancestors(length: int | None = None) -> tuple[int | None, ...]:
     """The first `length` ancestors, parent first; by default from the parent up to DVC."""
+    if length is None:
+        length = 1
+        while length <= _MAX_SHELLS_BETWEEN and _inherited_dvc_stage(_ancestors(length)[-1]):
+            length += 1
     chain: list[int | None] = [os.getppid()]
-    while (
-        len(chain) < length
-        if length is not None
-        else len(chain) <= _MAX_SHELLS_BETWEEN and _inherited_dvc_stage(chain[-1])
-    ):
+    while len(chain) < length:
         chain.append(_parent_of(chain[-1]))
     return tuple(chain)
 
 
+def _proc_file(pid: int | None, name: str) -> bytes | None:
+    """`/proc/<pid>/<name>`, or None where the process or /proc cannot be read."""
+    if pid is None:
+        return None
+    try:
+        return Path(f"/proc/{pid}/{name}").read_bytes()
+    except OSError:
+        return None
+
+
 def _inherited_dvc_stage(pid: int | None) -> bool:
     """Whether `pid` runs with `DVC_STAGE` set: a shell between DVC and the stage, not DVC."""
-    if pid is None:
-        return False
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
+    environ = _proc_file(pid, "environ") or b""
     return any(entry.startswith(b"DVC_STAGE=") for entry in environ.split(b"\0"))
 
 
 def _parent_of(pid: int | None) -> int | None:
     """The parent of `pid` from /proc (None where /proc is not readable)."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    stat = _proc_file(pid, "stat")
+    if stat is None:
         return None
     # The command name (field 2) may hold spaces; the parent id follows its closing ')'.
-    return int(stat.rsplit(")", 1)[1].split()[1])
+    return int(stat.rsplit(b")", 1)[1].split()[1])
 
 
 def _watch(chain: tuple[int | None, ...]) -> None:
