@@ -13,6 +13,7 @@ import yaml
 from dmc_core.checkpoint import (
     check_state_fits,
     checkpoint_kind,
+    checkpoint_metadata,
     load_checkpoint,
     save_checkpoint,
     sidecar_path,
@@ -48,6 +49,16 @@ def test_the_kind_a_sidecar_records_is_read_without_the_weights(tmp_path: Path) 
     assert checkpoint_kind(tmp_path / "absent.safetensors") is None
     sidecar_path(plain).write_text("[not: a mapping")
     assert checkpoint_kind(plain) is None
+
+
+def test_the_metadata_a_sidecar_records_is_read_without_the_weights(tmp_path: Path) -> None:
+    """Catches: the metadata read from the config section, or a broken sidecar raising."""
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors(), {"step": 1}, {"ranking": 0.8})
+    path.write_bytes(b"not read")
+    assert checkpoint_metadata(path) == {"ranking": 0.8}
+    assert checkpoint_metadata(tmp_path / "absent.safetensors") == {}
+    sidecar_path(path).write_text("[not: a mapping")
+    assert checkpoint_metadata(path) == {}
 
 
 def test_a_pickle_posing_as_a_checkpoint_is_rejected_not_loaded(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dmc_core.checkpoint import checkpoint_metadata
 from dmc_core.cli import run_cli
 from dmc_core.data import read_dataset
 from dmc_core.models import ModelSpec, build_model, save_model
@@ -98,6 +99,8 @@ def rows(work: Path, run: str) -> list[dict[str, Any]]:
 
 
 def test_each_baseline_gives_one_row_of_its_mean_action(work: Path) -> None:
+    ranking = checkpoint_metadata(work / "critic" / "critic.safetensors")["spearman_returns_to_go"]
+    assert -1.0 <= ranking <= 1.0
     for run, label, kind in (("bc", "BC", "bc"), ("iql", "IQL", "awr")):
         (row,) = rows(work, run)
         assert (row["model"], row["kind"], row["stage"]) == (label, kind, "baseline")
@@ -110,6 +113,7 @@ def test_each_baseline_gives_one_row_of_its_mean_action(work: Path) -> None:
         assert row["candidate_entropy"] == 0.0  # every candidate is the mean action
         assert row["coherency"] is not None and row["coherency"] > 0.0  # behaviour density
         assert row["protocol"]["denoising_steps"] == 0
+        assert row["critic_ranking"] == ranking  # the critic's own record, carried into the row
         assert json.loads((work / "evaluate" / run / "candidates.json").read_text()) == []
 
 

@@ -315,3 +315,19 @@ def test_a_column_title_spells_out_a_multi_word_model_and_keeps_acronyms() -> No
     """Catches: `Decision_diffuser` in the header, or `Iql` for IQL."""
     assert _column_title("decision_diffuser", "q_argmax", 16) == "Decision Diffuser q_argmax@16"
     assert _column_title("IQL", "none", 1) == "IQL one sample"
+
+
+def test_each_critics_ranking_is_said_once_under_the_protocol() -> None:
+    """Catches: the critic's ranking (the ceiling of choices by Q) left out of the report, said
+    once per row instead of once per critic, or invented for rows that do not record it."""
+    ranked = [{**r, "critic": "full", "critic_ranking": 0.8123} for r in HOPPER_ROWS] + [
+        {**r, "critic": "full", "critic_ranking": None} for r in NAV1D_ROWS
+    ]
+    text = render_report(Sources({"s": ranked}))
+    line = (
+        "Critics' ranking of their data (Spearman of Q(s, a) with the returns-to-go, in-sample, "
+        "as `fit_critic` recorded it): hopper/medium `full` 0.81.\n\n| task"
+    )
+    assert line in text
+    assert text.count("Critics' ranking") == 1
+    assert "Critics' ranking" not in render_report(Sources({"s": HOPPER_ROWS}))

@@ -29,6 +29,7 @@ __all__ = [
     "Checkpoint",
     "check_state_fits",
     "checkpoint_kind",
+    "checkpoint_metadata",
     "file_sha256",
     "load_checkpoint",
     "save_checkpoint",
@@ -147,13 +148,24 @@ def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], problem: str) -> Non
 def checkpoint_kind(weights: str | os.PathLike[str]) -> str | None:
     """The `checkpoint_kind` a checkpoint's sidecar records (None: no readable sidecar, or none
     recorded), read without loading or checking the weights: which loader a file needs."""
+    kind = _peek_sidecar(weights, "config").get("checkpoint_kind")
+    return kind if isinstance(kind, str) else None
+
+
+def checkpoint_metadata(weights: str | os.PathLike[str]) -> dict[str, Any]:
+    """The free-form `metadata` a checkpoint's sidecar records (empty: no readable sidecar, or
+    none recorded), read without loading the weights: what a run recorded about its training."""
+    return _peek_sidecar(weights, "metadata")
+
+
+def _peek_sidecar(weights: str | os.PathLike[str], section: str) -> dict[str, Any]:
+    """One mapping of a sidecar (`config`, `metadata`), or {} where it cannot be read."""
     try:
         sidecar = yaml.safe_load(sidecar_path(weights).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
-        return None
-    config = sidecar.get("config") if isinstance(sidecar, dict) else None
-    kind = config.get("checkpoint_kind") if isinstance(config, dict) else None
-    return kind if isinstance(kind, str) else None
+        return {}
+    found = sidecar.get(section) if isinstance(sidecar, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
 
 
 def _read_sidecar(weights: Path) -> dict[str, Any]:

@@ -254,6 +254,9 @@ def render_report(sources: Sources) -> str:
         _protocol_line(rows),
         "",
     ]
+    critics = _critics_line(rows)
+    if critics:
+        lines += [critics, ""]
     if cells:
         lines += [*_table(cells), "", _legend(cells)]
     else:
@@ -285,6 +288,25 @@ def _protocol_line(rows: list[Row]) -> str:
         refs = ", ".join(f"{task} {span}{source}" for task, span, source in references if span)
         parts.append(f"scores normalised by {refs}")
     return f"Protocol: {'; '.join(parts)}." if parts else "Protocol: not recorded in the rows."
+
+
+def _critics_line(rows: list[Row]) -> str:
+    """How well each (task, dataset)'s critic ranks its data, where the rows record it: the
+    ceiling of every choice by Q in that table row. Empty if no row records a ranking."""
+    rankings = sorted(
+        {
+            (str(row["task"]), str(row["dataset"]), str(row.get("critic")), row["critic_ranking"])
+            for row in rows
+            if isinstance(row.get("critic_ranking"), (int, float))
+        }
+    )
+    if not rankings:
+        return ""
+    listed = "; ".join(f"{task}/{data} `{name}` {rank:.2f}" for task, data, name, rank in rankings)
+    return (
+        "Critics' ranking of their data (Spearman of Q(s, a) with the returns-to-go, "
+        f"in-sample, as `fit_critic` recorded it): {listed}."
+    )
 
 
 def _reference_text(row: Row) -> tuple[str, str]:

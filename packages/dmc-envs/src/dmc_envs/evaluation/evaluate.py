@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from dmc_core.atomic import atomic_write_text
+from dmc_core.checkpoint import checkpoint_metadata
 from dmc_core.config import entry
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
@@ -139,7 +140,7 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     proposer = evaluated.proposer
     budget = protocol.planner if proposer.role == "planner" else protocol.policy
     entropy = candidate_entropy(proposer, bench.task, budget.episodes, protocol)
-    identity = _identity(args.name, run, evaluated, bench.task)
+    identity = _identity(args.name, run, evaluated, bench.task, args.critic)
     recipe = _protocol(evaluated, budget, protocol, bench.task, run.cascade_passes)
     summary_pairs, sweep_pairs = _configurations(protocol, budget, run)
     results = {
@@ -309,8 +310,12 @@ def _pair(row: dict[str, Any]) -> tuple[str, int]:
     return row["selection"], row["n_candidates"]
 
 
-def _identity(name: str, run: RunSpec, evaluated: Evaluated, task: Task) -> dict[str, Any]:
-    """The keys that say what every row of this run evaluated."""
+def _identity(
+    name: str, run: RunSpec, evaluated: Evaluated, task: Task, critic: str
+) -> dict[str, Any]:
+    """The keys that say what every row of this run evaluated, with the critic's ranking of the
+    data (`critic_ranking`: Spearman of Q with the returns-to-go, as `fit_critic` recorded it;
+    None for a critic that did not record one): how far a choice by Q can be trusted."""
     return {
         "task": task.name,
         "dataset": run.dataset,
@@ -320,6 +325,7 @@ def _identity(name: str, run: RunSpec, evaluated: Evaluated, task: Task) -> dict
         "stage": run.stage,
         "run": name,
         "critic": run.critic,
+        "critic_ranking": checkpoint_metadata(critic).get("spearman_returns_to_go"),
     }
 
 
