@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -36,6 +38,21 @@ def test_a_finished_run_writes_the_critic_and_its_learning_curve(
     assert critic.q(torch.zeros(2, 1), torch.zeros(2, 1)).shape == (2,)
     assert (tmp_path / "live" / "metrics.json").exists()
     assert not (tmp_path / ".resume").exists()
+
+
+def test_a_dataset_of_float64_observations_is_fitted_and_ranked(
+    tmp_path: Path, bandit: TransitionDataset, one_thread: None
+) -> None:
+    """Catches: the final ranking feeding float64 rows to a float32 critic (a medium_replay
+    made from SAC's replay buffer failed so after its whole run)."""
+    wide = dataclasses.replace(
+        bandit,
+        observations=bandit.observations.astype(np.float64),
+        next_observations=bandit.next_observations.astype(np.float64),
+    )
+    CriticRun(spec(), wide, tmp_path, CPU, 0, "bandit").train()
+    sidecar = yaml.safe_load((tmp_path / "critic.yaml").read_text())
+    assert -1.0 <= sidecar["metadata"]["spearman_returns_to_go"] <= 1.0
 
 
 def test_a_stopped_run_resumes_to_bit_identical_weights(

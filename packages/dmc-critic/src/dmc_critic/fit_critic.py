@@ -126,9 +126,10 @@ class CriticRun(ResumableRun):
         """Spearman correlation of Q(s, a) with the dataset's returns-to-go (at most `rows`)."""
         count = min(rows, len(self.dataset))
         pick = np.random.default_rng(self.seed).choice(len(self.dataset), count, replace=False)
-        obs = torch.as_tensor(self.dataset.observations[pick], device=self.world.device)
-        act = torch.as_tensor(self.dataset.actions[pick], device=self.world.device)
-        q = self.critic.q(obs, act).cpu().double()
+        # The sampler's rows: float32 whatever the file stores (the contract allows any float;
+        # SAC's replay buffer keeps float64 observations).
+        rows = self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
+        q = self.critic.q(rows.obs, rows.act).cpu().double()
         target = torch.as_tensor(returns_to_go(self.dataset, self.spec.discount)[pick])
         return rank_correlation(q, target.double())
 
