@@ -318,8 +318,8 @@ def test_a_column_title_spells_out_a_multi_word_model_and_keeps_acronyms() -> No
 
 
 def test_each_critics_ranking_is_said_once_under_the_protocol() -> None:
-    """Catches: the critic's ranking (the ceiling of choices by Q) left out of the report, said
-    once per row instead of once per critic, or invented for rows that do not record it."""
+    """Catches: the critic's ranking (how far choices by Q can be trusted) left out of the
+    report, said once per row instead of once per critic, or invented for rows without it."""
     ranked = [{**r, "critic": "full", "critic_ranking": 0.8123} for r in HOPPER_ROWS] + [
         {**r, "critic": "full", "critic_ranking": None} for r in NAV1D_ROWS
     ]

@@ -292,7 +292,8 @@ def _protocol_line(rows: list[Row]) -> str:
 
 def _critics_line(rows: list[Row]) -> str:
     """How well each (task, dataset)'s critic ranks its data, where the rows record it: the
-    ceiling of every choice by Q in that table row. Empty if no row records a ranking."""
+    measure of how far every choice by Q in that table row can be trusted. Empty if no row
+    records a ranking."""
     rankings = sorted(
         {
             (str(row["task"]), str(row["dataset"]), str(row.get("critic")), row["critic_ranking"])
