@@ -49,14 +49,18 @@ def die_with_dvc(environ: dict[str, str] | None = None) -> bool:
 
 def _ancestors(length: int | None = None) -> tuple[int | None, ...]:
     """The first `length` ancestors, parent first; by default from the parent up to DVC."""
-    if length is None:
-        length = 1
-        while length <= _MAX_SHELLS_BETWEEN and _inherited_dvc_stage(_ancestors(length)[-1]):
-            length += 1
     chain: list[int | None] = [os.getppid()]
-    while len(chain) < length:
+    while _short_of(chain, length):
         chain.append(_parent_of(chain[-1]))
     return tuple(chain)
+
+
+def _short_of(chain: list[int | None], length: int | None) -> bool:
+    """Whether the chain needs its next ancestor: fewer than `length`, or by default while the
+    newest one is a shell that inherited `DVC_STAGE` (so not yet DVC)."""
+    if length is not None:
+        return len(chain) < length
+    return len(chain) <= _MAX_SHELLS_BETWEEN and _inherited_dvc_stage(chain[-1])
 
 
 def _proc_file(pid: int | None, name: str) -> bytes | None:
