@@ -331,3 +331,12 @@ def test_each_critics_ranking_is_said_once_under_the_protocol() -> None:
     assert line in text
     assert text.count("Critics' ranking") == 1
     assert "Critics' ranking" not in render_report(Sources({"s": HOPPER_ROWS}))
+
+
+def test_tasks_normalised_alike_share_one_reference_in_the_protocol() -> None:
+    """Catches: the references said once per task (MetaWorld's four tasks: four copies of one
+    long text), or tasks with different references merged under one."""
+    walker = [{**r, "task": "walker2d"} for r in HOPPER_ROWS]
+    text = render_report(Sources({"s": HOPPER_ROWS + walker + NAV1D_ROWS}))
+    references = "hopper, walker2d -20.27 / 3234.3 (D4RL), nav1d -1 / 1 (exact)."
+    assert f"scores normalised by {references}\n" in text

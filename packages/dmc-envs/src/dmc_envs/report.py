@@ -278,14 +278,14 @@ def _protocol_line(rows: list[Row]) -> str:
     protocols = [row["protocol"] for row in rows if isinstance(row.get("protocol"), dict)]
     seeds = sorted({p["seed"] for p in protocols if "seed" in p})
     episodes = sorted({row["episodes"] for row in rows})
-    references = sorted({(row["task"], *_reference_text(row)) for row in rows})
     parts = []
     if seeds:
         parts.append(f"evaluation seed {', '.join(map(str, seeds))}")
     if episodes:
         parts.append(f"{', '.join(map(str, episodes))} episodes per configuration and run")
-    if any(span for _, span, _ in references):
-        refs = ", ".join(f"{task} {span}{source}" for task, span, source in references if span)
+    references = _references_by_text(rows)
+    if references:
+        refs = ", ".join(f"{', '.join(tasks)} {text}" for text, tasks in references)
         parts.append(f"scores normalised by {refs}")
     return f"Protocol: {'; '.join(parts)}." if parts else "Protocol: not recorded in the rows."
 
@@ -308,6 +308,18 @@ def _critics_line(rows: list[Row]) -> str:
         "Critics' ranking of their data (Spearman of Q(s, a) with the returns-to-go, "
         f"in-sample, as `fit_critic` recorded it): {listed}."
     )
+
+
+def _references_by_text(rows: list[Row]) -> list[tuple[str, list[str]]]:
+    """Each distinct score-reference text ("low / high (source)") with the tasks that share
+    it, so that tasks normalised alike (MetaWorld's four) are named once; in task order."""
+    tasks_by_text: dict[str, set[str]] = {}
+    for row in rows:
+        span, source = _reference_text(row)
+        if span:
+            tasks_by_text.setdefault(f"{span}{source}", set()).add(str(row["task"]))
+    groups = [(text, sorted(tasks)) for text, tasks in tasks_by_text.items()]
+    return sorted(groups, key=lambda group: group[1])
 
 
 def _reference_text(row: Row) -> tuple[str, str]:
