@@ -315,20 +315,20 @@ def _references_by_text(rows: list[Row]) -> list[tuple[str, list[str]]]:
     it, so that tasks normalised alike (MetaWorld's four) are named once; in task order."""
     tasks_by_text: dict[str, set[str]] = {}
     for row in rows:
-        span, source = _reference_text(row)
-        if span:
-            tasks_by_text.setdefault(f"{span}{source}", set()).add(str(row["task"]))
+        text = _reference_text(row)
+        if text:
+            tasks_by_text.setdefault(text, set()).add(str(row["task"]))
     groups = [(text, sorted(tasks)) for text, tasks in tasks_by_text.items()]
     return sorted(groups, key=lambda group: group[1])
 
 
-def _reference_text(row: Row) -> tuple[str, str]:
-    """The row's score references as text ("low / high", " (source)"); empty if none."""
+def _reference_text(row: Row) -> str:
+    """The row's score references as text ("low / high (source)"); empty if none."""
     refs = _references(row)
     if refs is None:
-        return "", ""
+        return ""
     source = row["protocol"]["score_references"][2:]
-    return f"{refs[0]:g} / {refs[1]:g}", f" ({source[0]})" if source else ""
+    return f"{refs[0]:g} / {refs[1]:g}" + (f" ({source[0]})" if source else "")
 
 
 def _references(row: Row) -> tuple[float, float] | None:
