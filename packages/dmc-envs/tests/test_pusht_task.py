@@ -23,7 +23,14 @@ from dmc_envs.evaluation import Proposal, Selection, roll_out
 from dmc_envs.tasks import CollectSpec, ReturnScale, Task, build_task
 from dmc_envs.tasks.base import EpisodeScore
 from dmc_envs.tasks.pusht import PushTTask
-from dmc_envs.tasks.pusht_expert import GOAL_POSE, PushState, PushTPlanner, keypoint_error
+from dmc_envs.tasks.pusht_expert import (
+    GOAL_POSE,
+    PushState,
+    PushTPlanner,
+    keypoint_error,
+    keypoints,
+)
+from dmc_envs.tasks.registry import task_for_dataset
 
 pytest.importorskip("gym_pusht")
 
@@ -119,6 +126,43 @@ def test_a_malformed_operator_is_refused_naming_the_option() -> None:
     spec = CollectSpec("mixed", 1, 0, seed=0, options={"operators": [{"noise": -1.0}]})
     with pytest.raises(ConfigError, match=r"options.operators\[0\]"):
         _task().collect(spec)
+
+
+def test_keypoint_observations_are_the_agent_then_the_blocks_corners_as_the_state_places_them() -> (
+    None
+):
+    """The same seeded episode under both observations: the keypoint task sees the agent where
+    the state task does and the T's corners where the state's block pose puts them (a wrong
+    order of the flattened dict, or corners of another pose, would differ)."""
+    state_task, keypoint_task = _task(), build_task("pusht-keypoints")
+    assert keypoint_task.name == "pusht-keypoints"
+    assert keypoint_task.env_kwargs["obs_type"] == "environment_state_agent_pos"
+    pushes = np.array([[256.0, 256.0], [300.0, 200.0], [200.0, 300.0]] * 10)
+    seen = []
+    for task in (state_task, keypoint_task):
+        env = task._make_env()  # type: ignore[attr-defined]
+        observation, _ = env.reset(seed=4)
+        rows = [observation]
+        for target in pushes:
+            rows.append(env.step(target)[0])
+        env.close()
+        seen.append(np.stack(rows))
+    states, keypoint_rows = seen
+    assert keypoint_rows.shape == (len(pushes) + 1, 18)
+    np.testing.assert_allclose(keypoint_rows[:, :2], states[:, :2])
+    np.testing.assert_allclose(keypoint_rows[:, 2:].reshape(-1, 8, 2), keypoints(states[:, 2:]))
+    assert np.ptp(states[:, 2:], axis=0).max() > 1.0  # the pushes moved the block
+
+
+def test_a_keypoint_dataset_rebuilds_the_keypoint_task() -> None:
+    data, attrs = build_task("pusht-keypoints").collect(
+        CollectSpec("uniform", 1, 0, seed=0, options={})
+    )
+    recorded = {**build_task("pusht-keypoints").provenance(), **attrs}
+    rebuilt = task_for_dataset(recorded, "keypoint data")
+    assert rebuilt.name == "pusht-keypoints" and data.observations.shape[1] == 18
+    with pytest.raises(ConfigError, match="obs_type"):
+        build_task("pusht", {"obs_type": "pixels"})
 
 
 def test_collected_episode_k_starts_where_env_k_of_a_seeded_vector_env_does() -> None:

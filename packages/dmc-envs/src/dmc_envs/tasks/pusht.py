@@ -1,8 +1,15 @@
-"""PushT (gym-pusht 0.1.8, `gym_pusht/PushT-v0`, state observations) as a task of the registry.
+"""PushT (gym-pusht 0.1.8, `gym_pusht/PushT-v0`) as two tasks of the registry, one per observation.
 
-The agent, a disc, pushes a T-shaped block onto a fixed goal pose (256, 256, pi/4).
-Observations are (agent_x, agent_y, block_x, block_y, block_angle); an action is the point in
-[0, 512]^2 the agent is PD-steered towards (10 substeps per step). The reward is the block's
+The agent, a disc, pushes a T-shaped block onto a fixed goal pose (256, 256, pi/4); an action
+is the point in [0, 512]^2 the agent is PD-steered towards (10 substeps per step). The two tasks
+differ only in what the agent observes:
+- `pusht` (`obs_type: state`): (agent_x, agent_y, block_x, block_y, block_angle), the angle in
+  [-pi, pi) (it wraps);
+- `pusht-keypoints` (`obs_type: environment_state_agent_pos`, gym-pusht's keypoint
+  observation, flattened): (agent_x, agent_y, then x, y of the T's eight corners), 18 numbers
+  that move continuously with the block, Diffusion Policy's low-dim PushT observation (its
+  `pusht_lowdim` task observes the agent and keypoints of the T).
+The rest is the same for both. The reward is the block's
 coverage of the goal, clip(coverage / 0.95, 0, 1); an episode terminates with success when the
 coverage exceeds 0.95 and is cut at 300 steps. Starts draw the agent and the block uniformly
 (gym-pusht's reset), from the seed alone.
@@ -82,6 +89,8 @@ MIXED_OPERATORS: tuple[Mapping[str, Any], ...] = (
     {"noise": 4.0, "contact_spacing": 20.0, "depths": [3.0, 10.0, 30.0]},
     {"noise": 8.0, "contact_spacing": 30.0, "depths": [5.0, 20.0]},
 )
+#: gym-pusht's observation types the tasks read (gymnasium.make's `obs_type`), and their tasks.
+OBSERVATIONS = {"state": "pusht", "environment_state_agent_pos": "pusht-keypoints"}
 _DEFAULT_KWARGS = {"obs_type": "state"}
 #: The smallest frame gym-pusht can draw (its target cross is 1/96 of the frame thick).
 MIN_FRAME_PIXELS = 96
@@ -90,7 +99,8 @@ _RETURN_SOURCE = (
     "clip(coverage / 0.95, 0, 1)); an episode that succeeds early ends with less than 300"
 )
 
-# A behaviour's action rule: (observation (5,), info) -> action (2,); reset at each episode.
+# A behaviour's action rule: (observation (5,) or (18,), info) -> action (2,); reset at each
+# episode. Both observations begin with the agent's position.
 _Act = Callable[[np.ndarray, Mapping[str, Any]], np.ndarray]
 
 
@@ -107,8 +117,21 @@ class _SuccessInfo(gymnasium.Wrapper):
         return observation, reward, terminated, truncated, info
 
 
+class _FlatKeypoints(gymnasium.ObservationWrapper):
+    """gym-pusht's keypoint observation, a dict, as one vector: agent_pos (2), then
+    environment_state (16: x, y of the T's eight corners), all in pixels."""
+
+    def __init__(self, env: gymnasium.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gymnasium.spaces.Box(0.0, 512.0, shape=(18,), dtype=np.float64)
+
+    def observation(self, observation: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([observation["agent_pos"], observation["environment_state"]])
+
+
 class PushTTask(GymnasiumTask):
-    """gym-pusht's PushT with state observations as a task (see the module docstring)."""
+    """gym-pusht's PushT with state or keypoint observations as a task (see the module
+    docstring)."""
 
     name = "pusht"
     env_id = ENV_ID
@@ -125,20 +148,23 @@ class PushTTask(GymnasiumTask):
     )
 
     def __init__(self, env_kwargs: Mapping[str, Any]) -> None:
-        """Build the task with gymnasium.make's kwargs (default: state observations).
+        """Build the task with gymnasium.make's kwargs (default: state observations); its
+        name follows the observation (`OBSERVATIONS`).
 
         Raises:
             ModuleNotFoundError: gym-pusht is not installed (the registry names the extra).
-            ConfigError: the kwargs ask for other observations than the state, or gymnasium
-                refuses them.
+            ConfigError: the kwargs ask for observations other than `OBSERVATIONS`, or
+                gymnasium refuses them.
         """
         importlib.import_module("gym_pusht")  # registers the env; fails without the extra
         self.env_kwargs = {**_DEFAULT_KWARGS, **env_kwargs}
-        if self.env_kwargs["obs_type"] != "state":
+        obs_type = self.env_kwargs["obs_type"]
+        if obs_type not in OBSERVATIONS:
             raise ConfigError(
-                f"task 'pusht': env_kwargs.obs_type must be 'state' (the planner and the "
-                f"models read the 5 state numbers), got '{self.env_kwargs['obs_type']}'"
+                f"task 'pusht': env_kwargs.obs_type must be one of {sorted(OBSERVATIONS)} (the "
+                f"planner and the models read vectors), got '{obs_type}'"
             )
+        self.name = OBSERVATIONS[obs_type]
         self.returns = ReturnScale(0.0, float(MAX_EPISODE_STEPS), _RETURN_SOURCE)
         self._read_action_box()
 
@@ -251,8 +277,11 @@ class PushTTask(GymnasiumTask):
 
     def _make_env(self, **render: Any) -> gymnasium.Env:
         """The task's env; `render` are gym-pusht's rendering arguments (none: its defaults)."""
+        env = self._gymnasium_make(**render)
+        if self.env_kwargs["obs_type"] == "environment_state_agent_pos":
+            env = _FlatKeypoints(env)
         # Targets beyond the box are clipped, so a diffusion sample's tail stays in the arena.
-        return _SuccessInfo(gymnasium.wrappers.ClipAction(self._gymnasium_make(**render)))
+        return _SuccessInfo(gymnasium.wrappers.ClipAction(env))
 
 
 def _flag(spec: CollectSpec, key: str, default: bool) -> bool:
@@ -353,14 +382,17 @@ def _concatenate(episodes: list[dict[str, np.ndarray]], rows: int) -> Transition
     return columns_dataset(arrays)
 
 
+_TASK_KWARGS = {task: {"obs_type": obs_type} for obs_type, task in OBSERVATIONS.items()}
+
+
 def _build(name: str, env_kwargs: Mapping[str, Any]) -> Task:
-    return PushTTask(env_kwargs)
+    return PushTTask({**_TASK_KWARGS[name], **env_kwargs})
 
 
 FAMILY = TaskFamily(
     name="pusht",
-    env_ids={"pusht": ENV_ID},
+    env_ids={task: ENV_ID for task in _TASK_KWARGS},
     build=_build,
     extra="pusht",
-    default_kwargs={"pusht": _DEFAULT_KWARGS},
+    default_kwargs=_TASK_KWARGS,
 )
