@@ -91,7 +91,9 @@ MIXED_OPERATORS: tuple[Mapping[str, Any], ...] = (
 )
 #: gym-pusht's observation types the tasks read (gymnasium.make's `obs_type`), and their tasks.
 OBSERVATIONS = {"state": "pusht", "environment_state_agent_pos": "pusht-keypoints"}
-_DEFAULT_KWARGS = {"obs_type": "state"}
+#: Each task's gymnasium.make kwargs; a PushTTask built directly observes the state.
+_TASK_KWARGS = {task: {"obs_type": obs_type} for obs_type, task in OBSERVATIONS.items()}
+_DEFAULT_KWARGS = _TASK_KWARGS["pusht"]
 #: The smallest frame gym-pusht can draw (its target cross is 1/96 of the frame thick).
 MIN_FRAME_PIXELS = 96
 _RETURN_SOURCE = (
@@ -380,9 +382,6 @@ def _concatenate(episodes: list[dict[str, np.ndarray]], rows: int) -> Transition
             arrays["timeouts"][rows - 1] = True
     arrays["timeouts"] = arrays["timeouts"].astype(bool) & ~arrays["terminals"].astype(bool)
     return columns_dataset(arrays)
-
-
-_TASK_KWARGS = {task: {"obs_type": obs_type} for obs_type, task in OBSERVATIONS.items()}
 
 
 def _build(name: str, env_kwargs: Mapping[str, Any]) -> Task:
