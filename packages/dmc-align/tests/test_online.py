@@ -3,6 +3,8 @@ training conditions, trains the critic, and re-bases the schedule."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +24,8 @@ from dmc_core.config import from_plain
 from dmc_core.data import TransitionDataset
 from dmc_core.models import ControlModel
 from dmc_critic import IQLCritic
+from dmc_envs.evaluation.episodes import EpisodeResult
+from dmc_envs.tasks import task_for_dataset
 
 EPISODES, EVERY, STEPS = 3, 2, 5  # rounds after updates 2 and 4
 
@@ -104,6 +108,45 @@ def test_online_rounds_grow_the_data_and_train_the_critic(
         [scale.normalized(r) for r in tuner.returns]
     )
     assert [v for _, v in curves["online/buffer_transitions"]] == [added, 2 * added]
+    assert "online/success_rate" not in curves  # Nav1D defines no success
+
+
+class SucceedingFirstEpisode(OnlineTuner):
+    """Rolls out as the pass does, then reports the first episode of each round a success
+    (Nav1D has none), as a task that defines success would."""
+
+    def roll_out(self) -> EpisodeResult:
+        result = super().roll_out()
+        successes = np.zeros(len(result.returns), dtype=bool)
+        successes[0] = True
+        return dataclasses.replace(result, successes=successes)
+
+
+def test_an_online_round_reports_its_success_rate_where_the_task_defines_success(
+    fitted: Callable[[str], ControlModel],
+    critic: IQLCritic,
+    dataset: TransitionDataset,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A round whose episodes' successes are dropped, or averaged wrongly, fails this."""
+    model = attach_lora(fitted("policy"), LoraSpec(rank=2, alpha=2.0))
+    pool = ConditionPool.from_dataset(dataset, model.history_len, 8, torch.Generator())
+    online = {"enabled": True, "episodes": 4, "critic_steps": 0}
+    reported: list[tuple[int, dict[str, float]]] = []
+    tuner = SucceedingFirstEpisode(
+        from_plain(OnlineSpec, online, "t", "o"),
+        model,
+        critic,
+        dataset,
+        task_for_dataset(dataset.attrs, "test"),
+        pool,
+        seed=0,
+        report=lambda step, measured: reported.append((step, measured)),
+    )
+    with caplog.at_level(logging.INFO, logger="dmc_align.online"):
+        tuner(50)
+    assert reported[0][0] == 50 and reported[0][1]["success_rate"] == 0.25
+    assert "online round 1: mean return" in caplog.text and "success 25%" in caplog.text
 
 
 def test_an_online_round_on_a_mujoco_task_records_terminations_and_trains_the_critic() -> None:

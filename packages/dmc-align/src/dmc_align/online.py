@@ -85,6 +85,7 @@ class OnlineTuner:
         self.rounds = 0
         self.optimizer = critic_optimizer(critic, critic.spec.train)
         self.returns: list[float] = []
+        self.success_rates: list[float] = []  # stays empty on a task without success
 
     def __call__(self, step: int) -> bool:
         """Run a round if one is due after update `step`; True if the critic changed."""
@@ -96,13 +97,15 @@ class OnlineTuner:
         return self.spec.critic_steps > 0
 
     def measurements(self) -> dict[str, float]:
-        """The last round's mean episode return, raw and normalised by the task, and the
-        buffer's size."""
+        """The last round's mean episode return, raw and normalised by the task, its
+        success rate (where the task defines success), and the buffer's size."""
         assert self.buffer is not None, "no round has run"
         mean = self.returns[-1]
+        success = {"success_rate": self.success_rates[-1]} if self.success_rates else {}
         return {
             "return": mean,
             "normalized_return": float(self.task.returns.normalized(mean)),
+            **success,
             "buffer_transitions": float(len(self.buffer)),
         }
 
@@ -114,10 +117,13 @@ class OnlineTuner:
         self.buffer = new if self.buffer is None else _concatenate(self.buffer, new)
         self.conditions.extend(_histories(new, self.model.history_len))
         self.returns.append(float(result.returns.mean()))
+        if result.successes is not None:
+            self.success_rates.append(float(result.successes.mean()))
         log.info(
-            "online round %d: mean return %.3f, buffer %d transitions",
+            "online round %d: mean return %.3f%s, buffer %d transitions",
             self.rounds,
             self.returns[-1],
+            f", success {self.success_rates[-1]:.0%}" if result.successes is not None else "",
             len(self.buffer),
         )
         self.train_critic()
