@@ -40,6 +40,35 @@ def test_a_finished_run_writes_the_critic_and_its_learning_curve(
     assert not (tmp_path / ".resume").exists()
 
 
+
+def test_the_share_of_states_where_q_prefers_the_data_action_is_recorded(
+    tmp_path: Path, one_thread: None
+) -> None:
+    """One-step episodes, reward = (a - 100) / 100 on actions in [100, 200] drawn as
+    100 + 100 v^(1/4): a critic that learns Q = reward prefers the data's action to a uniform
+    one with probability E[v^(1/4)] = 0.8. Comparing the other way (0.2), drawing the uniform
+    actions off the data's box (in [0, 1] the data always wins: 1.0), or recording another
+    number fails this."""
+    rows = 512
+    rng = np.random.default_rng(0)
+    actions = (100 + 100 * rng.uniform(0, 1, (rows, 1)) ** 0.25).astype(np.float32)
+    obs = rng.uniform(-1, 1, (rows, 1)).astype(np.float32)
+    data = TransitionDataset(
+        observations=obs,
+        actions=actions,
+        rewards=(actions[:, 0] - 100) / 100,
+        terminals=np.ones(rows, dtype=bool),
+        timeouts=np.zeros(rows, dtype=bool),
+        next_observations=obs.copy(),
+        attrs={"env_id": "bandit", "dataset_kind": "toy", "behavior_policy": "skewed"},
+    )
+    run = CriticRun(spec(steps=600, batch_size=64), data, tmp_path, CPU, 0, "skewed")
+    run.train()
+    sidecar = yaml.safe_load((tmp_path / "critic.yaml").read_text())
+    preferred = sidecar["metadata"]["data_action_preferred"]
+    assert 0.7 < preferred < 0.9
+    assert preferred == run.data_action_preferred()
+
 def test_a_dataset_of_float64_observations_is_fitted_and_ranked(
     tmp_path: Path, bandit: TransitionDataset, one_thread: None
 ) -> None:

@@ -6,8 +6,11 @@
 Writes `<out>/critic.safetensors` with its `critic.yaml` sidecar (the checkpoint alone rebuilds
 the critic) and learning curves under `<out>/live/`. Every `checkpoint_every` steps it leaves a
 resumable snapshot in `<out>/.resume/`; a killed run started again continues from there, as long
-as its settings and dataset are unchanged. The summary records how well Q ranks the dataset's
-own returns-to-go (Spearman), a first sanity check of the fit.
+as its settings and dataset are unchanged. The summary records two first sanity checks of the
+fit: how well Q ranks the dataset's own returns-to-go (Spearman), and how often Q prefers the
+data's action to a uniform one in the same state (`data_action_preferred`: about 0.5 where Q
+ignores the action, or where the data's actions are themselves uniform; a selection by Q
+among a model's samples can only do better than chance where it is well above 0.5).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from dmc_core.checkpoint import file_sha256
 from dmc_core.config import BaseConfig, entry, knob
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.training import EMA, ResumableRun, World, choose_device
-from dmc_critic.batches import TransitionSampler
+from dmc_critic.batches import TransitionBatch, TransitionSampler
 from dmc_critic.checkpoints import save_critic
 from dmc_critic.fit import critic_optimizer, train_step
 from dmc_critic.iql import IQLCritic, build_critic
@@ -101,7 +104,7 @@ class CriticRun(ResumableRun):
     def finish(self, summary: dict[str, float]) -> Path:
         """Save the critic with the run's summary and the in-sample ranking check."""
         self.critic.eval()
-        ranking = self.ranking()
+        ranking, preferred = self.ranking(), self.data_action_preferred()
         path = self.out / "critic.safetensors"
         metadata = {
             "name": self.name,
@@ -109,29 +112,49 @@ class CriticRun(ResumableRun):
             "parameters": self.parameters,
             "reward_factor": self.sampler.reward_factor,
             "spearman_returns_to_go": ranking,
+            "data_action_preferred": preferred,
             **summary,
         }
         save_critic(path, self.critic, metadata)
         log.info(
-            "%s: wrote %s (%d parameters; Spearman of Q with returns-to-go %.3f)",
+            "%s: wrote %s (%d parameters; Spearman of Q with returns-to-go %.3f; Q prefers the "
+            "data's action to a uniform one in %.1f %% of states)",
             self.name,
             path,
             self.parameters,
             ranking,
+            100 * preferred,
         )
         return path
 
-    @torch.no_grad()
-    def ranking(self, rows: int = 20000) -> float:
-        """Spearman correlation of Q(s, a) with the dataset's returns-to-go (at most `rows`)."""
+    def _rows(self, rows: int) -> tuple[np.ndarray, TransitionBatch]:
+        """At most `rows` dataset rows, drawn with the run's seed, and their transitions."""
         count = min(rows, len(self.dataset))
         pick = np.random.default_rng(self.seed).choice(len(self.dataset), count, replace=False)
         # The sampler's rows: float32 whatever the file stores (the contract allows any float;
         # SAC's replay buffer keeps float64 observations).
-        rows = self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
-        q = self.critic.q(rows.obs, rows.act).cpu().double()
+        return pick, self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
+
+    @torch.no_grad()
+    def ranking(self, rows: int = 20000) -> float:
+        """Spearman correlation of Q(s, a) with the dataset's returns-to-go (at most `rows`)."""
+        pick, batch = self._rows(rows)
+        q = self.critic.q(batch.obs, batch.act).cpu().double()
         target = torch.as_tensor(returns_to_go(self.dataset, self.spec.discount)[pick])
         return rank_correlation(q, target.double())
+
+    @torch.no_grad()
+    def data_action_preferred(self, rows: int = 20000) -> float:
+        """The share of (at most `rows`) dataset states where Q(s, a) of the data's action
+        exceeds Q(s, u), u uniform on the box of the dataset's actions (per dimension, from
+        the least to the most value recorded), drawn with the run's seed."""
+        _, batch = self._rows(rows)
+        low = batch.act.new_tensor(self.dataset.actions.min(axis=0))
+        high = batch.act.new_tensor(self.dataset.actions.max(axis=0))
+        generator = torch.Generator().manual_seed(self.seed)
+        uniform = low + (high - low) * torch.rand(batch.act.shape, generator=generator).to(low)
+        preferred = self.critic.q(batch.obs, batch.act) > self.critic.q(batch.obs, uniform)
+        return float(preferred.double().mean())
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
