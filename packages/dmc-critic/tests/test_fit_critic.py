@@ -40,7 +40,6 @@ def test_a_finished_run_writes_the_critic_and_its_learning_curve(
     assert not (tmp_path / ".resume").exists()
 
 
-
 def test_the_share_of_states_where_q_prefers_the_data_action_is_recorded(
     tmp_path: Path, one_thread: None
 ) -> None:
@@ -68,6 +67,7 @@ def test_the_share_of_states_where_q_prefers_the_data_action_is_recorded(
     preferred = sidecar["metadata"]["data_action_preferred"]
     assert 0.7 < preferred < 0.9
     assert preferred == run.data_action_preferred()
+
 
 def test_a_dataset_of_float64_observations_is_fitted_and_ranked(
     tmp_path: Path, bandit: TransitionDataset, one_thread: None

@@ -9,8 +9,8 @@ resumable snapshot in `<out>/.resume/`; a killed run started again continues fro
 as its settings and dataset are unchanged. The summary records two first sanity checks of the
 fit: how well Q ranks the dataset's own returns-to-go (Spearman), and how often Q prefers the
 data's action to a uniform one in the same state (`data_action_preferred`: about 0.5 where Q
-ignores the action, or where the data's actions are themselves uniform; a selection by Q
-among a model's samples can only do better than chance where it is well above 0.5).
+ignores the action, or where the data's actions are no better than uniform ones; on expert
+data, a critic that tells actions apart should be well above 0.5).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class CriticRun(ResumableRun):
         return self.critic, None, self.optimizer
 
     def finish(self, summary: dict[str, float]) -> Path:
-        """Save the critic with the run's summary and the in-sample ranking check."""
+        """Save the critic with the run's summary and the two in-sample checks."""
         self.critic.eval()
         ranking, preferred = self.ranking(), self.data_action_preferred()
         path = self.out / "critic.safetensors"
