@@ -66,7 +66,7 @@ def test_the_share_of_states_where_q_prefers_the_data_action_is_recorded(
     sidecar = yaml.safe_load((tmp_path / "critic.yaml").read_text())
     preferred = sidecar["metadata"]["data_action_preferred"]
     assert 0.7 < preferred < 0.9
-    assert preferred == run.data_action_preferred()
+    assert preferred == run.in_sample_checks()["data_action_preferred"]
 
 
 def test_a_dataset_of_float64_observations_is_fitted_and_ranked(

@@ -27,7 +27,7 @@ from dmc_core.checkpoint import file_sha256
 from dmc_core.config import BaseConfig, entry, knob
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.training import EMA, ResumableRun, World, choose_device
-from dmc_critic.batches import TransitionBatch, TransitionSampler
+from dmc_critic.batches import TransitionSampler
 from dmc_critic.checkpoints import save_critic
 from dmc_critic.fit import critic_optimizer, train_step
 from dmc_critic.iql import IQLCritic, build_critic
@@ -104,15 +104,14 @@ class CriticRun(ResumableRun):
     def finish(self, summary: dict[str, float]) -> Path:
         """Save the critic with the run's summary and the two in-sample checks."""
         self.critic.eval()
-        ranking, preferred = self.ranking(), self.data_action_preferred()
+        checks = self.in_sample_checks()
         path = self.out / "critic.safetensors"
         metadata = {
             "name": self.name,
             "steps": self.spec.train.steps,
             "parameters": self.parameters,
             "reward_factor": self.sampler.reward_factor,
-            "spearman_returns_to_go": ranking,
-            "data_action_preferred": preferred,
+            **checks,
             **summary,
         }
         save_critic(path, self.critic, metadata)
@@ -122,39 +121,33 @@ class CriticRun(ResumableRun):
             self.name,
             path,
             self.parameters,
-            ranking,
-            100 * preferred,
+            checks["spearman_returns_to_go"],
+            100 * checks["data_action_preferred"],
         )
         return path
 
-    def _rows(self, rows: int) -> tuple[np.ndarray, TransitionBatch]:
-        """At most `rows` dataset rows, drawn with the run's seed, and their transitions."""
+    @torch.no_grad()
+    def in_sample_checks(self, rows: int = 20000) -> dict[str, float]:
+        """On at most `rows` dataset rows drawn with the run's seed: the Spearman correlation
+        of Q(s, a) with the returns-to-go (`spearman_returns_to_go`), and the share of those
+        states where Q of the data's action exceeds Q(s, u), u uniform on the box of the
+        dataset's actions, per dimension from the least to the most value recorded, drawn with
+        the run's seed (`data_action_preferred`)."""
         count = min(rows, len(self.dataset))
         pick = np.random.default_rng(self.seed).choice(len(self.dataset), count, replace=False)
         # The sampler's rows: float32 whatever the file stores (the contract allows any float;
         # SAC's replay buffer keeps float64 observations).
-        return pick, self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
-
-    @torch.no_grad()
-    def ranking(self, rows: int = 20000) -> float:
-        """Spearman correlation of Q(s, a) with the dataset's returns-to-go (at most `rows`)."""
-        pick, batch = self._rows(rows)
-        q = self.critic.q(batch.obs, batch.act).cpu().double()
+        batch = self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
+        q = self.critic.q(batch.obs, batch.act)
         target = torch.as_tensor(returns_to_go(self.dataset, self.spec.discount)[pick])
-        return rank_correlation(q, target.double())
-
-    @torch.no_grad()
-    def data_action_preferred(self, rows: int = 20000) -> float:
-        """The share of (at most `rows`) dataset states where Q(s, a) of the data's action
-        exceeds Q(s, u), u uniform on the box of the dataset's actions (per dimension, from
-        the least to the most value recorded), drawn with the run's seed."""
-        _, batch = self._rows(rows)
         low = batch.act.new_tensor(self.dataset.actions.min(axis=0))
         high = batch.act.new_tensor(self.dataset.actions.max(axis=0))
         generator = torch.Generator().manual_seed(self.seed)
         uniform = low + (high - low) * torch.rand(batch.act.shape, generator=generator).to(low)
-        preferred = self.critic.q(batch.obs, batch.act) > self.critic.q(batch.obs, uniform)
-        return float(preferred.double().mean())
+        return {
+            "spearman_returns_to_go": rank_correlation(q.cpu().double(), target.double()),
+            "data_action_preferred": float((q > self.critic.q(batch.obs, uniform)).double().mean()),
+        }
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
