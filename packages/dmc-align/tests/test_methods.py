@@ -164,7 +164,7 @@ def test_the_advantage_is_q_minus_v_and_sft_on_the_dataset_needs_it(
 ) -> None:
     observation = torch.as_tensor(dataset.observations[:5])
     action = torch.as_tensor(dataset.actions[:5])
-    advantage = QFirstAction(critic).advantage(observation, action)
+    advantage = QFirstAction(critic).advantage(observation, action[:, None])
     assert torch.allclose(advantage, critic.q(observation, action) - critic.v(observation))
     model = tiny("diffuser")
     ctx = context(model, critic, dataset, method="sft", sft={"generator": "dataset"})

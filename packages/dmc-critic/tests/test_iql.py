@@ -34,6 +34,7 @@ def _batch(size: int = 6) -> TransitionBatch:
         reward=torch.randn(size, generator=generator),
         next_obs=4.0 * torch.rand(size, 2, generator=generator),
         done=torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])[:size],
+        steps=torch.ones(size),
     )
 
 

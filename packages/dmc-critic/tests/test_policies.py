@@ -84,7 +84,9 @@ class LinearCritic:
 def batch_of(actions: list[float]) -> TransitionBatch:
     act = torch.tensor(actions)[:, None]
     zeros = torch.zeros(len(actions))
-    return TransitionBatch(torch.zeros_like(act), act, zeros, torch.zeros_like(act), zeros)
+    return TransitionBatch(
+        torch.zeros_like(act), act, zeros, torch.zeros_like(act), zeros, torch.ones_like(zeros)
+    )
 
 
 def small(kind: str, **train: float) -> PolicySpec:

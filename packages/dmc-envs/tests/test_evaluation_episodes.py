@@ -73,9 +73,10 @@ def optimal_q(solution: Nav1DSolution):
     """A critic that is exact on Nav1D: r_t(s') + V*_{t+1}(s')."""
 
     def q(obs: Tensor, act: Tensor) -> Tensor:
+        """Q of each candidate's first action; act: (N, action_exec, 1)."""
         s = obs[:, 0].double().numpy()
         t = round(float(obs[0, 1]) * solution.task.horizon)
-        nxt = solution.task.next_state(s, act[:, 0].double().numpy())
+        nxt = solution.task.next_state(s, act[:, 0, 0].double().numpy())
         value = solution.task.reward(t, nxt) + solution.optimal_value(nxt, t + 1)
         return torch.from_numpy(value)
 
@@ -101,6 +102,21 @@ def test_q_argmax_with_an_exact_critic_beats_one_sample(solution: Nav1DSolution)
     _, one = score(solution, Recording(solution), Selection("none", 1), 32, scorer=q)
     _, best = score(solution, Recording(solution), Selection("q_argmax", 41), 32, scorer=q)
     assert best > 95.0 and best > one + 20.0, (one, best)
+
+
+def test_the_critic_sees_the_whole_chunk_each_candidate_would_execute(
+    solution: Nav1DSolution,
+) -> None:
+    """A critic of action chunks scores what will run: a scorer handed only the first action
+    (as before chunks) would record (N, 1)."""
+    seen: list[tuple[int, ...]] = []
+
+    def q(obs: Tensor, act: Tensor) -> Tensor:
+        seen.append(tuple(act.shape))
+        return act.sum(dim=(1, 2))
+
+    score(solution, Recording(solution, action_exec=2), Selection("q_argmax", 3), 4, scorer=q)
+    assert set(seen) == {(4 * 3, 2, 1)}
 
 
 def test_rules_that_need_a_critic_say_so(solution: Nav1DSolution) -> None:

@@ -62,7 +62,7 @@ def test_q_argmax_with_16_candidates_beats_one_sample_for_a_foundation_diffuser(
 
     def score(selection: Selection) -> float:
         nav1d = build_task("nav1d", task.params)
-        result = roll_out(nav1d, proposer, selection, critic.q, episodes=32, seed=1000)
+        result = roll_out(nav1d, proposer, selection, critic.q_chunk, episodes=32, seed=1000)
         return float(nav1d.returns.normalized(result.returns.mean()))
 
     one, best = score(Selection("none", 1)), score(Selection("q_argmax", 16))

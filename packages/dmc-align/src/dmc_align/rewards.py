@@ -1,7 +1,8 @@
 """r(z_0): the reward signal of a sample, and the entropy bonus against narrowing (spec §4.1, §4.6).
 
 - `q_first_action`: the critic's Q(s, a_0) of the sample's first action at the current
-  observation (every model kind).
+  observation (every model kind); for a critic of action chunks (`action_chunk` k > 1), its Q of
+  the sample's first k actions.
 - `plan_return`: the task's return along the planned trajectory (`Task.plan_reward`), for
   planners (only as honest as the plan is coherent: the critic never sees it).
 - `DynamicsConsistent`: either of them, for planners, minus a weight x the share of the plan's
@@ -59,21 +60,23 @@ class QFirstAction:
         for parameter in critic.parameters():
             parameter.requires_grad_(False)
 
-    def advantage(self, observation: Tensor, action: Tensor) -> Tensor:
-        """A(s, a) = Q(s, a) - V(s) of actions in raw units (a dataset's own, in its range).
+    def advantage(self, observation: Tensor, actions: Tensor) -> Tensor:
+        """A(s, a) = Q(s, a) - V(s) of action sequences in raw units (a dataset's own, in its
+        range), a being their first action or the critic's chunk of them (`q_chunk`).
 
         Shapes:
-            observation: (B, obs_dim); action: (B, act_dim); returns (B,).
+            observation: (B, obs_dim); actions: (B, L, act_dim); returns (B,).
         """
-        return self.critic.q(observation, action) - self.critic.v(observation)
+        return self.critic.q_chunk(observation, actions) - self.critic.v(observation)
 
     def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
-        """Q of each sample's first action, clipped to the range, minus the bound penalty."""
-        first = model.act_normalizer.normalize(model.decode_actions(z0)[:, 0])
+        """Q of each sample's first action (or first chunk, for a critic of action chunks),
+        clipped to the range, minus the bound penalty."""
+        first = model.act_normalizer.normalize(model.decode_actions(z0)[:, : self.critic.chunk])
         inside = first.clamp(-1.0, 1.0)
-        beyond = (first - inside).pow(2).sum(dim=1)
-        action = model.act_normalizer.unnormalize(inside)
-        return self.critic.q(history[:, -1], action) - self.bound_penalty * beyond
+        beyond = (first - inside).pow(2).sum(dim=(1, 2))
+        actions = model.act_normalizer.unnormalize(inside)
+        return self.critic.q_chunk(history[:, -1], actions) - self.bound_penalty * beyond
 
 
 class PlanReturn:

@@ -1,4 +1,11 @@
-"""Random minibatches of transitions, with the critic's rewards and done flags precomputed."""
+"""Random minibatches of transitions, with the critic's rewards and done flags precomputed.
+
+A critic of action chunks (`CriticSpec.action_chunk` = k > 1) learns from rows that each start
+at a dataset row t and cover the k actions a_t..a_t+k-1 of its episode: the discounted sum of
+their rewards, the observation after the last of them, and gamma^k as the row's discount. A
+chunk that would run past its episode's end stops there (fewer steps, gamma to that power, the
+end's done flag) and repeats the episode's last action to fill the chunk.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +26,12 @@ __all__ = ["TransitionBatch", "TransitionSampler", "returns_to_go"]
 class TransitionBatch:
     """A minibatch of transitions in raw (unnormalised) units, rewards already transformed.
 
+    `steps` is how many environment steps each row covers (1 for single actions; up to the
+    critic's `action_chunk` for chunks), so that its backup discounts by gamma^steps.
+
     Shapes:
-        obs, next_obs: (B, obs_dim); act: (B, act_dim); reward, done (0/1 float): (B,).
+        obs, next_obs: (B, obs_dim); act: (B, action_chunk * act_dim); reward, done (0/1
+        float), steps: (B,).
     """
 
     obs: Tensor
@@ -28,6 +39,7 @@ class TransitionBatch:
     reward: Tensor
     next_obs: Tensor
     done: Tensor
+    steps: Tensor
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -41,13 +53,7 @@ class TransitionBatch:
 
     def to(self, device: str | torch.device) -> TransitionBatch:
         """The same batch on `device`."""
-        return TransitionBatch(
-            obs=self.obs.to(device),
-            act=self.act.to(device),
-            reward=self.reward.to(device),
-            next_obs=self.next_obs.to(device),
-            done=self.done.to(device),
-        )
+        return TransitionBatch(*(getattr(self, f).to(device) for f in _FIELDS))
 
 
 class TransitionSampler:
@@ -70,11 +76,17 @@ class TransitionSampler:
             raise ValueError("cannot sample from an empty dataset")
         self.reward_factor = reward_factor(dataset, spec) if factor is None else factor
         self.device = torch.device(device)
+        rows = chunk_rows(
+            dataset,
+            transform_rewards(dataset, spec, self.reward_factor),
+            done_flags(dataset, spec.terminal_on_timeout),
+            spec.action_chunk,
+            spec.discount,
+        )
         self.obs = _tensor(dataset.observations, self.device)
-        self.act = _tensor(dataset.actions, self.device)
-        self.next_obs = _tensor(dataset.next_observations, self.device)
-        self.reward = _tensor(transform_rewards(dataset, spec, self.reward_factor), self.device)
-        self.done = _tensor(done_flags(dataset, spec.terminal_on_timeout), self.device)
+        self.act, self.reward, self.next_obs, self.done, self.steps = (
+            _tensor(array, self.device) for array in rows
+        )
 
     def __len__(self) -> int:
         return int(self.reward.shape[0])
@@ -90,16 +102,36 @@ class TransitionSampler:
 
     def batch(self, rows: Tensor) -> TransitionBatch:
         """The transitions at `rows`. Shapes: rows (B,) long."""
-        return TransitionBatch(
-            obs=self.obs[rows],
-            act=self.act[rows],
-            reward=self.reward[rows],
-            next_obs=self.next_obs[rows],
-            done=self.done[rows],
-        )
+        return TransitionBatch(*(getattr(self, f)[rows] for f in _FIELDS))
 
 
-_FIELDS = ("obs", "act", "reward", "next_obs", "done")
+_FIELDS = ("obs", "act", "reward", "next_obs", "done", "steps")
+
+
+def chunk_rows(
+    dataset: TransitionDataset, reward: np.ndarray, done: np.ndarray, chunk: int, discount: float
+) -> tuple[np.ndarray, ...]:
+    """What the row starting at each dataset row t backs up over its `chunk` actions (see the
+    module docstring): actions, discounted reward sum, next observation, done flag, steps.
+
+    Shapes:
+        reward, done: (N,); returns act (N, chunk * act_dim), reward (N,), next_obs
+        (N, obs_dim), done (N,), steps (N,).
+    """
+    count = len(dataset)
+    end = np.empty(count, dtype=np.int64)
+    for part in dataset.episode_slices():
+        end[part] = part.stop - 1
+    start = np.arange(count)
+    offsets = start[:, None] + np.arange(chunk)[None, :]
+    inside = offsets <= end[:, None]
+    index = np.minimum(offsets, end[:, None])
+    weights = inside * discount ** np.arange(chunk, dtype=np.float64)[None, :]
+    last = index[:, -1]
+    actions = np.asarray(dataset.actions)[index].reshape(count, -1)
+    summed = (weights * np.asarray(reward, dtype=np.float64)[index]).sum(axis=1)
+    steps = last - start + 1
+    return actions, summed, dataset.next_observations[last], done[last], steps
 
 
 def _tensor(array: np.ndarray, device: torch.device) -> Tensor:

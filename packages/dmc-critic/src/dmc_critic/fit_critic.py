@@ -130,7 +130,7 @@ class CriticRun(ResumableRun):
     def in_sample_checks(self, rows: int = 20000) -> dict[str, float]:
         """On at most `rows` dataset rows drawn with the run's seed: the Spearman correlation
         of Q(s, a) with the returns-to-go (`spearman_returns_to_go`), and the share of those
-        states where Q of the data's action exceeds Q(s, u), u uniform on the box of the
+        states where Q of the data's action (chunk) exceeds Q(s, u), u uniform on the box of the
         dataset's actions, per dimension from the least to the most value recorded, drawn with
         the run's seed (`data_action_preferred`)."""
         count = min(rows, len(self.dataset))
@@ -140,8 +140,10 @@ class CriticRun(ResumableRun):
         batch = self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
         q = self.critic.q(batch.obs, batch.act)
         target = torch.as_tensor(returns_to_go(self.dataset, self.spec.discount)[pick])
-        low = batch.act.new_tensor(self.dataset.actions.min(axis=0))
-        high = batch.act.new_tensor(self.dataset.actions.max(axis=0))
+        # Each action of a chunk uniform on the box (the bounds repeated for every step).
+        chunk = self.spec.action_chunk
+        low = batch.act.new_tensor(np.tile(self.dataset.actions.min(axis=0), chunk))
+        high = batch.act.new_tensor(np.tile(self.dataset.actions.max(axis=0), chunk))
         generator = torch.Generator().manual_seed(self.seed)
         uniform = low + (high - low) * torch.rand(batch.act.shape, generator=generator).to(low)
         return {

@@ -60,6 +60,12 @@ def fit_policy(config: FitPolicyConfig, args: argparse.Namespace) -> None:
             f"{args.params}: fit_policy.policies.{args.name}.critic: the critic {args.critic} "
             f"learned from '{critic.spec.dataset}', the policy learns from '{spec.dataset}'"
         )
+    if critic.spec.action_chunk != 1:
+        raise ConfigError(
+            f"{args.params}: fit_policy.policies.{args.name}.critic: the critic {args.critic} "
+            f"scores chunks of {critic.spec.action_chunk} actions; a baseline policy acts one "
+            f"action at a time and needs a critic with action_chunk 1"
+        )
     dataset = read_dataset(args.dataset)
     world = World(0, 1, choose_device(config.device))
     inputs = fingerprint(file_sha256(args.dataset), file_sha256(args.critic))

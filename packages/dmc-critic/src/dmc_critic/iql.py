@@ -1,7 +1,8 @@
 """The IQL critic: twin Q networks, their frozen target copies, and a V network.
 
 `loss(batch)` and `update_target()` are the primitives of any training loop (see `fit.py`);
-`q(obs, act)` scores actions for selection and alignment. Inputs and outputs are in raw units:
+`q(obs, act)` scores actions, and `q_chunk(obs, actions)` the first `spec.action_chunk` actions
+of action sequences, for selection and alignment. Inputs and outputs are in raw units:
 the critic normalises observations and actions inside with normalisers saved in its weights,
 and its values are in the (transformed) reward units it was trained with.
 
@@ -9,6 +10,8 @@ References:
     Kostrikov, Nair, Levine, "Offline Reinforcement Learning with Implicit Q-Learning", ICLR 2022.
     Hansen-Estruch et al., "IDQL: Implicit Q-Learning as an Actor-Critic Method with Diffusion
     Policies", 2023 (LayerNorm critic; selection by the min of the target Qs).
+    Li, Zhou, Levine, "Reinforcement Learning with Action Chunking", NeurIPS 2025 (Q of an
+    action chunk, k-step backups).
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ __all__ = ["IQLCritic", "build_critic"]
 class IQLCritic(Described):
     """Twin Q(s, a) MLPs with Polyak-averaged target copies, and V(s) fitted by expectiles.
 
+    With `spec.action_chunk` = k > 1, `a` is the chunk a_t..a_t+k-1, flattened step by step
+    (each step normalised by the one action normaliser; `act_dim` stays one step's size).
+
     Shapes:
-        obs: (B, obs_dim); act: (B, act_dim); values: (B,).
+        obs: (B, obs_dim); act: (B, action_chunk * act_dim); values: (B,).
     """
 
     kind = "iql"
@@ -48,7 +54,8 @@ class IQLCritic(Described):
         self.spec = spec
         self.obs_normalizer = obs_normalizer
         self.act_normalizer = act_normalizer
-        q_in = obs_normalizer.dim + act_normalizer.dim
+        self.chunk = spec.action_chunk
+        q_in = obs_normalizer.dim + self.chunk * act_normalizer.dim
         self.q_nets = nn.ModuleList([self._mlp(q_in) for _ in range(2)])
         self.q_targets = copy.deepcopy(self.q_nets).requires_grad_(False)
         self.v_net = self._mlp(obs_normalizer.dim)
@@ -64,11 +71,12 @@ class IQLCritic(Described):
 
     def _q_input(self, obs: Tensor, act: Tensor) -> Tensor:
         self._check(obs, self.obs_dim, "obs")
-        self._check(act, self.act_dim, "act")
+        self._check(act, self.chunk * self.act_dim, "act")
         if obs.shape[:-1] != act.shape[:-1]:
             raise ValueError(f"obs {tuple(obs.shape)} and act {tuple(act.shape)} batch mismatch")
-        normalized = [self.obs_normalizer.normalize(obs), self.act_normalizer.normalize(act)]
-        return torch.cat(normalized, dim=-1)
+        steps = act.unflatten(-1, (self.chunk, self.act_dim))
+        normalized = self.act_normalizer.normalize(steps).flatten(-2)
+        return torch.cat([self.obs_normalizer.normalize(obs), normalized], dim=-1)
 
     @staticmethod
     def _check(x: Tensor, dim: int, name: str) -> None:
@@ -93,6 +101,23 @@ class IQLCritic(Described):
         """
         return self.twin_q(obs, act, target=True).min(dim=0).values
 
+    def q_chunk(self, obs: Tensor, actions: Tensor) -> Tensor:
+        """`q` of the first `spec.action_chunk` actions of each action sequence (the first
+        action alone for a critic of single actions).
+
+        Shapes:
+            obs: (..., obs_dim); actions: (..., L, act_dim) with L >= action_chunk; returns (...,).
+
+        Raises:
+            ValueError: sequences shorter than the critic's chunk.
+        """
+        if actions.ndim < 2 or actions.shape[-2] < self.chunk:
+            raise ValueError(
+                f"this critic scores chunks of {self.chunk} actions (action_chunk), got action "
+                f"sequences of shape {tuple(actions.shape)}"
+            )
+        return self.q(obs, actions[..., : self.chunk, :].flatten(-2))
+
     def v(self, obs: Tensor) -> Tensor:
         """The state value V(s). Shapes: obs (..., obs_dim) -> (...,)."""
         self._check(obs, self.obs_dim, "obs")
@@ -102,7 +127,8 @@ class IQLCritic(Described):
         """V's expectile loss plus the twin TD losses, for one optimiser step over both.
 
         L_V = mean L2^tau(min_i Qbar_i(s, a) - V(s)) against the target Qs, and
-        L_Q = sum_i mean (r + discount (1 - done) V(s') - Q_i(s, a))^2 with V(s') detached.
+        L_Q = sum_i mean (r + discount^steps (1 - done) V(s') - Q_i(s, a))^2 with V(s')
+        detached (steps = 1 unless the rows are action chunks).
         The two losses touch disjoint parameters and neither sees the other's gradient, so one
         Adam step on their sum equals CORL's V step followed by its Q step with next_v computed
         before the V update (the JAX original uses the updated V in the Q step instead).
@@ -114,7 +140,8 @@ class IQLCritic(Described):
         with torch.no_grad():
             target_q = self.q(batch.obs, batch.act)
             next_v = self.v(batch.next_obs)
-            target = td_target(batch.reward, batch.done, next_v, self.spec.discount)
+            discount = self.spec.discount**batch.steps
+            target = td_target(batch.reward, batch.done, next_v, discount)
         value = self.v(batch.obs)
         advantage = target_q - value
         v_loss = expectile_loss(advantage, self.spec.expectile).mean()

@@ -28,10 +28,13 @@ def expectile_loss(residual: Tensor, expectile: float) -> Tensor:
     return weight * residual.square()
 
 
-def td_target(reward: Tensor, done: Tensor, next_value: Tensor, discount: float) -> Tensor:
-    """The one-step backup y = r + discount * (1 - done) * V(s').
+def td_target(reward: Tensor, done: Tensor, next_value: Tensor, discount: float | Tensor) -> Tensor:
+    """The backup y = r + discount * (1 - done) * V(s').
+
+    For a row that covers k environment steps (an action chunk), r is the discounted sum of its
+    k rewards and `discount` is gamma^k, one per row.
 
     Shapes:
-        reward, done (0/1 float), next_value: (B,); returns: (B,).
+        reward, done (0/1 float), next_value: (B,); discount: a float or (B,); returns: (B,).
     """
     return reward + discount * (1.0 - done) * next_value

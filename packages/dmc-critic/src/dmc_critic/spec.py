@@ -4,6 +4,8 @@ A critic checkpoint records the resolved `CriticSpec`, so a checkpoint alone reb
 
 References:
     Kostrikov, Nair, Levine, "Offline Reinforcement Learning with Implicit Q-Learning", ICLR 2022.
+    Li, Zhou, Levine, "Reinforcement Learning with Action Chunking", NeurIPS 2025 (a critic of
+    the chunk of actions a policy executes, backed up over as many steps: `action_chunk`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ class CriticSpec:
     dataset: str = knob("full", doc="make_dataset entry it learns from (dvc.yaml reads it)")
     expectile: float = knob(0.9, ge=0.5, lt=1.0, doc="IQL expectile tau of V's loss")
     discount: float = knob(1.0, gt=0.0, le=1.0, doc="discount gamma of the TD target")
+    action_chunk: int = knob(
+        1,
+        ge=1,
+        le=64,
+        doc="actions Q scores: Q(s_t, a_t..a_t+k-1) with a k-step backup (1 = IQL's Q(s, a))",
+    )
     terminal_on_timeout: bool = knob(
         True, doc="a time-limit end is terminal (true when time is observed, as Nav1D's t/H)"
     )

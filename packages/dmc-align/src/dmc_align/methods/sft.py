@@ -146,14 +146,15 @@ class SFT:
         return nll <= spec.likelihood_threshold
 
     def _collect_windows(self, count: int, generator: torch.Generator) -> dict[str, float]:
-        """Draw `count` dataset windows, keep the top fraction by first-action advantage.
+        """Draw `count` dataset windows, keep the top fraction by the advantage of their first
+        action (or the critic's chunk).
 
         The windows go to the model's device once here, not at every update."""
         device = next(self.context.model.parameters()).device
         windows = window_to(self.context.windows.sample(count, generator), device)
         with torch.no_grad():
             advantage = self.context.reward.advantage(  # type: ignore[attr-defined]
-                windows.history[:, -1], windows.actions[:, 0]
+                windows.history[:, -1], windows.actions
             )
         keep = top_per_condition(advantage, count, self.spec.keep_fraction)
         self._kept_windows = windows.rows(keep)

@@ -144,7 +144,9 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     recipe = _protocol(evaluated, budget, protocol, bench.task, run.cascade_passes)
     summary_pairs, sweep_pairs = _configurations(protocol, budget, run)
     results = {
-        (rule, n): evaluate_proposer(bench, proposer, critic.q, rule, n, budget.episodes, protocol)
+        (rule, n): evaluate_proposer(
+            bench, proposer, critic.q_chunk, rule, n, budget.episodes, protocol
+        )
         for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
     }
     rows = {
