@@ -27,9 +27,10 @@ def spec(kind: str = "awr", **train: int) -> PolicySpec:
     return PolicySpec(kind=kind, hidden=16, train=PolicyTrainSpec(**schedule))
 
 
-def critic_of(dataset: TransitionDataset, name: str = "full") -> IQLCritic:
+def critic_of(dataset: TransitionDataset, name: str = "full", chunk: int = 1) -> IQLCritic:
     torch.manual_seed(1)
-    return build_critic(CriticSpec(dataset=name, hidden=8, fourier_frequencies=1), dataset).eval()
+    critic_spec = CriticSpec(dataset=name, hidden=8, fourier_frequencies=1, action_chunk=chunk)
+    return build_critic(critic_spec, dataset).eval()
 
 
 def run(kind: str, dataset: TransitionDataset, out: Path, **train: int) -> PolicyRun:
@@ -89,9 +90,11 @@ def test_a_snapshot_of_other_settings_or_inputs_is_not_resumed(
     assert run("awr", bandit, tmp_path).restore_state() == 20
 
 
-def stage_args(tmp_path: Path, bandit: TransitionDataset, critic: str, name: str = "iql"):
+def stage_args(
+    tmp_path: Path, bandit: TransitionDataset, critic: str, name: str = "iql", chunk: int = 1
+):
     dataset = write_dataset(tmp_path / "full.hdf5", bandit)
-    path = save_critic(tmp_path / "critic.safetensors", critic_of(bandit, critic))
+    path = save_critic(tmp_path / "critic.safetensors", critic_of(bandit, critic, chunk))
     return argparse.Namespace(
         name=name, dataset=str(dataset), critic=str(path), out=str(tmp_path / "m"), params="p.yaml"
     )
@@ -106,4 +109,14 @@ def test_the_stage_names_an_unknown_entry_and_a_critic_of_other_data(
     problem = r"fit_policy.policies.iql.critic: the critic .* learned from 'expert', the policy"
     with pytest.raises(ConfigError, match=problem):
         fit_policy(config, stage_args(tmp_path, bandit, "expert"))
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_stage_refuses_a_critic_of_action_chunks(
+    tmp_path: Path, bandit: TransitionDataset
+) -> None:
+    """A Gaussian policy acts one action at a time: a critic of chunks cannot weight it."""
+    config = FitPolicyConfig(policies={"iql": spec()})
+    with pytest.raises(ConfigError, match=r"scores chunks of 2 actions.*action_chunk 1"):
+        fit_policy(config, stage_args(tmp_path, bandit, "full", chunk=2))
     assert not (tmp_path / "m").exists()
