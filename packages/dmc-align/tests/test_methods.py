@@ -17,7 +17,7 @@ from dmc_core.data import TransitionDataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import WindowSampler
 from dmc_core.seeding import torch_generator
-from dmc_critic import IQLCritic
+from dmc_critic import CriticSpec, IQLCritic, build_critic
 from dmc_envs.nav1d import Nav1DTask
 from dmc_envs.tasks import build_task
 
@@ -157,6 +157,31 @@ def test_sft_on_the_dataset_keeps_the_windows_with_the_highest_advantage(
     assert step_metrics["kept"] == 8.0 and float(loss) > 0
     loss.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
+
+
+def test_a_critic_of_action_chunks_scores_the_plan_of_a_planner_and_the_chunk_of_a_policy(
+    dataset: TransitionDataset, tiny
+) -> None:
+    """A Diffuser executes one action of its 4-step plan: a critic of 3 actions scores the
+    plan's first 3 (its `decode_actions` holds only one), and refuses a policy whose executed
+    chunk is shorter than 3, naming action_chunk."""
+    torch.manual_seed(0)
+    critic = build_critic(CriticSpec(hidden=16, layers=1, action_chunk=3), dataset).eval()
+    model = tiny("diffuser")
+    history = histories(model)
+    z0 = model.sample(history, torch_generator(0), record=False).x0
+    normalized = model.act_normalizer.normalize(model.decode_plan(z0)[1][:, :3])
+    inside = normalized.clamp(-1.0, 1.0)
+    beyond = (normalized - inside).pow(2).sum(dim=(1, 2))
+    plan = model.act_normalizer.unnormalize(inside)
+    with torch.no_grad():
+        reward = QFirstAction(critic)(model, z0, history)
+        expected = critic.q_chunk(history[:, -1], plan) - 10.0 * beyond
+    torch.testing.assert_close(reward, expected)
+    policy = tiny("policy")
+    chunk = policy.sample(histories(policy), torch_generator(0), record=False).x0
+    with pytest.raises(ValueError, match="chunks of 3 actions"):
+        QFirstAction(critic)(policy, chunk, histories(policy))
 
 
 def test_the_advantage_is_q_minus_v_and_sft_on_the_dataset_needs_it(

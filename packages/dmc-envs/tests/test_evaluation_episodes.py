@@ -119,6 +119,35 @@ def test_the_critic_sees_the_whole_chunk_each_candidate_would_execute(
     assert set(seen) == {(4 * 3, 2, 1)}
 
 
+class Planning(Recording):
+    """A planner: candidate k executes the action of `Recording`'s grid and plans 3 steps,
+    the last of them -k (the best-looking plan by its last action is candidate 0)."""
+
+    role = "planner"
+
+    def propose(self, history: Tensor, n: int, generator: torch.Generator) -> Proposal:
+        actions = super().propose(history, n, generator).actions
+        plans = actions.expand(-1, -1, 3, -1).clone()
+        plans[:, :, 2, 0] = -torch.arange(n, dtype=plans.dtype)
+        return Proposal(actions=actions, plan_states=torch.zeros_like(plans), plan_actions=plans)
+
+
+def test_a_planners_candidates_are_scored_by_their_plans(solution: Nav1DSolution) -> None:
+    """A critic of action chunks scores a planner's planned actions (it executes the first and
+    plans again), not only the action it executes."""
+    seen: list[tuple[int, ...]] = []
+
+    def q(obs: Tensor, act: Tensor) -> Tensor:
+        seen.append(tuple(act.shape))
+        return act[:, -1, 0]
+
+    proposer = Planning(solution)
+    result, _ = score(solution, proposer, Selection("q_argmax", 5), 2, scorer=q)
+    assert set(seen) == {(2 * 5, 3, 1)}
+    # Candidate 0 executes the grid's first action, -1, at every decision.
+    assert np.all(result.transitions.actions == -1.0)
+
+
 def test_rules_that_need_a_critic_say_so(solution: Nav1DSolution) -> None:
     with pytest.raises(ValueError, match="needs a critic"):
         score(solution, Recording(solution), Selection("q_argmax", 4), 2)

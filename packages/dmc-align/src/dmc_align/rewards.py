@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from dmc_core.models import ControlModel
+from dmc_core.models import ControlModel, scored_actions
 from dmc_critic import IQLCritic
 from dmc_envs.tasks import PlanReward, TorchDynamics
 
@@ -70,9 +70,11 @@ class QFirstAction:
         return self.critic.q_chunk(observation, actions) - self.critic.v(observation)
 
     def __call__(self, model: ControlModel, z0: Tensor, history: Tensor) -> Tensor:
-        """Q of each sample's first action (or first chunk, for a critic of action chunks),
-        clipped to the range, minus the bound penalty."""
-        first = model.act_normalizer.normalize(model.decode_actions(z0)[:, : self.critic.chunk])
+        """Q of each sample's first action (for a critic of action chunks, the first actions of
+        its executed chunk or plan: `scored_actions`), clipped to the range, minus the bound
+        penalty."""
+        sequence = scored_actions(model, z0)[:, : self.critic.chunk]
+        first = model.act_normalizer.normalize(sequence)
         inside = first.clamp(-1.0, 1.0)
         beyond = (first - inside).pow(2).sum(dim=(1, 2))
         actions = model.act_normalizer.unnormalize(inside)

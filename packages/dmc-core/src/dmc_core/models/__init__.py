@@ -18,7 +18,7 @@ import numpy as np
 from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
 from dmc_core.data import TransitionDataset
 from dmc_core.errors import CheckpointError
-from dmc_core.models.base import Conditioning, ControlModel
+from dmc_core.models.base import Conditioning, ControlModel, scored_actions
 from dmc_core.models.bdm import BottleneckDiffusionModel
 from dmc_core.models.decision_diffuser import DecisionDiffuser
 from dmc_core.models.diffuser import Diffuser
@@ -54,6 +54,7 @@ __all__ = [
     "load_model",
     "prefix_mask",
     "save_model",
+    "scored_actions",
     "spec_from_dict",
     "training_mask",
 ]

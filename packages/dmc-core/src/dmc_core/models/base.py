@@ -21,7 +21,7 @@ from dmc_core.models.spec import ModelSpec
 from dmc_core.models.windows import Window
 from dmc_core.nets import build_backbone, fourier_features
 
-__all__ = ["Conditioning", "ControlModel"]
+__all__ = ["Conditioning", "ControlModel", "scored_actions"]
 
 Conditioning = tuple[Tensor | None, tuple[Tensor, Tensor] | None]
 """(condition input of the network, in-painting (mask, values)); either may be None."""
@@ -260,3 +260,18 @@ class ControlModel(nn.Module):
 def _plain(value: Any) -> Any:
     # Lists from YAML become tuples: backbones take size sequences such as dim_mults.
     return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
+
+
+def scored_actions(model: Any, z0: Tensor) -> Tensor:
+    """The action sequence a critic of action chunks scores, raw units, differentiable in z0: a
+    policy's executed chunk (`decode_actions`), a planner's planned actions (`decode_plan`; it
+    executes the first `action_exec` of them and plans again). Works on anything with `role`
+    and those decoders (a `ControlModel`, a cascade).
+
+    Shapes:
+        z0: (B, horizon, transition_dim) normalised; returns (B, L, act_dim), L the policy's
+        `action_exec` or the planner's planned steps.
+    """
+    if model.role == "planner":
+        return model.decode_plan(z0)[1]
+    return model.decode_actions(z0)

@@ -33,9 +33,9 @@ from dmc_envs.tasks.base import EpisodeScore
 __all__ = ["EpisodeResult", "ObservationHistory", "Scorer", "Selection", "roll_out"]
 
 Scorer = Callable[[Tensor, Tensor], Tensor]
-"""Q(obs (N, obs_dim), actions (N, action_exec, act_dim)) -> (N,): the critic that ranks
-candidates by the chunk each would execute (its first action, or as many as the critic scores:
-`IQLCritic.q_chunk`)."""
+"""Q(obs (N, obs_dim), actions (N, L, act_dim)) -> (N,): the critic that ranks candidates by
+`Proposal.scored_actions` (a policy's executed chunk, a planner's planned actions): their first
+action, or as many as the critic scores (`IQLCritic.q_chunk`)."""
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def _select(
         if scorer is None:
             raise ValueError(f"selection rule '{selection.rule}' needs a critic")
         obs = observation.repeat_interleave(n, dim=0)
-        scores = scorer(obs, actions.flatten(0, 1)).reshape(batch, n)
+        scores = scorer(obs, proposal.scored_actions.flatten(0, 1)).reshape(batch, n)
     chosen, _ = select_candidates(
         selection.rule, actions, scores, generator, temperature=selection.temperature
     )

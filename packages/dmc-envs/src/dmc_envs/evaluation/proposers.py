@@ -36,6 +36,12 @@ class Proposal:
     plan_actions: Tensor | None = None
     z0: Tensor | None = None
 
+    @property
+    def scored_actions(self) -> Tensor:
+        """What a critic of action chunks scores (`dmc_core.models.scored_actions`): the
+        planned actions of planners, the executed chunk otherwise. Shapes: (B, n, L, act_dim)."""
+        return self.actions if self.plan_actions is None else self.plan_actions
+
 
 class Proposer(Protocol):
     """Anything evaluation can roll out."""
