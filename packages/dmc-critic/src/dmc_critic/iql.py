@@ -54,11 +54,15 @@ class IQLCritic(Described):
         self.spec = spec
         self.obs_normalizer = obs_normalizer
         self.act_normalizer = act_normalizer
-        self.chunk = spec.action_chunk
-        q_in = obs_normalizer.dim + self.chunk * act_normalizer.dim
+        q_in = obs_normalizer.dim + spec.action_chunk * act_normalizer.dim
         self.q_nets = nn.ModuleList([self._mlp(q_in) for _ in range(2)])
         self.q_targets = copy.deepcopy(self.q_nets).requires_grad_(False)
         self.v_net = self._mlp(obs_normalizer.dim)
+
+    @property
+    def chunk(self) -> int:
+        """How many actions Q scores (`spec.action_chunk`)."""
+        return self.spec.action_chunk
 
     def _mlp(self, in_dim: int) -> ScalarMLP:
         s = self.spec
