@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from dmc_core.data import TransitionDataset, write_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.training import World
-from dmc_critic import CriticSpec, CriticTrainSpec, load_critic
+from dmc_critic import CriticSpec, CriticTrainSpec, load_critic, returns_to_go
 from dmc_critic.fit_critic import CriticRun, FitCriticConfig, fit_critic, rank_correlation
 
 CPU = World(0, 1, torch.device("cpu"))
@@ -103,6 +103,54 @@ def test_a_snapshot_of_other_settings_is_not_resumed(
     CriticRun(spec(), bandit, tmp_path, CPU, 0, "b").train(stop_after=20)
     assert CriticRun(spec(batch_size=8), bandit, tmp_path, CPU, 0, "b").restore_state() == 0
     assert CriticRun(spec(), bandit, tmp_path, CPU, 0, "b").restore_state() == 20
+
+
+def test_a_critic_of_episodes_ending_on_success_warns_unless_rewards_are_shifted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = 30  # ten episodes of three rows; the last row of each is a success paying 1
+    obs = np.linspace(0.0, 1.0, rows, dtype=np.float32)[:, None]
+    ending = TransitionDataset(
+        observations=obs,
+        actions=np.zeros((rows, 1), dtype=np.float32),
+        rewards=np.tile([0.5, 0.5, 1.0], 10).astype(np.float32),
+        terminals=np.tile([False, False, True], 10),
+        timeouts=np.zeros(rows, dtype=bool),
+        next_observations=obs + 0.01,
+    )
+    with caplog.at_level("WARNING", logger="dmc_critic.fit_critic"):
+        CriticRun(spec(), ending, tmp_path / "a", CPU, 0, "pusht")
+    assert "fit_critic.critics.pusht" in caplog.text and "reward_shift: -1" in caplog.text
+    caplog.clear()
+    shifted = dataclasses.replace(spec(), reward_shift=-1.0)
+    with caplog.at_level("WARNING", logger="dmc_critic.fit_critic"):
+        CriticRun(shifted, ending, tmp_path / "b", CPU, 0, "pusht")
+    assert "reward_shift" not in caplog.text
+
+
+def test_the_ranking_check_ranks_the_rewards_q_learns_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Episodes of 2, 4 and 6 rows that end on success (reward 1, else 0.5). Shifted by -1,
+    # the shortest episode's rows are worth the most; by the raw rewards, the longest's.
+    lengths = [2, 4, 6]
+    rewards = np.concatenate([[0.5] * (n - 1) + [1.0] for n in lengths]).astype(np.float32)
+    ends = np.concatenate([[False] * (n - 1) + [True] for n in lengths])
+    obs = np.arange(rewards.size, dtype=np.float32)[:, None]
+    data = TransitionDataset(
+        observations=obs,
+        actions=np.zeros((rewards.size, 1), dtype=np.float32),
+        rewards=rewards,
+        terminals=ends,
+        timeouts=np.zeros(rewards.size, dtype=bool),
+        next_observations=obs + 1,
+    )
+    shifted = dataclasses.replace(spec(), reward_shift=-1.0, discount=1.0)
+    run = CriticRun(shifted, data, tmp_path, CPU, 0, "oracle")
+    # An oracle Q: the true value of each row under the shifted rewards, looked up by state.
+    value = torch.tensor(returns_to_go(data, 1.0, rewards=rewards - 1.0), dtype=torch.float32)
+    monkeypatch.setattr(run.critic, "q", lambda o, a: value[o[:, 0].long()])
+    assert run.in_sample_checks()["spearman_returns_to_go"] == pytest.approx(1.0)
 
 
 def test_the_stage_names_an_unknown_entry(tmp_path: Path, bandit: TransitionDataset) -> None:

@@ -14,6 +14,7 @@ from dmc_critic import (
     TransitionSampler,
     done_flags,
     episode_returns,
+    finishing_undervalued,
     returns_to_go,
     reward_factor,
     transform_rewards,
@@ -70,6 +71,52 @@ def test_returns_to_go_by_hand() -> None:
     np.testing.assert_allclose(doubled, [12.0, 10.0, 6.0, 2.0, 1.0])
     with pytest.raises(ValueError, match="shape"):
         returns_to_go(dataset, 1.0, rewards=np.zeros(3))
+
+
+def _ending_on(terminal_reward: float, other: float, episodes: int = 4) -> TransitionDataset:
+    """Episodes of 3 rows paying `other`, each ending terminal with `terminal_reward`."""
+    rows = 3 * episodes
+    rewards = np.tile([other, other, terminal_reward], episodes).astype(np.float32)
+    ends = np.tile([False, False, True], episodes)
+    obs = np.arange(rows, dtype=np.float32)[:, None]
+    return TransitionDataset(
+        observations=obs,
+        actions=np.zeros((rows, 1), dtype=np.float32),
+        rewards=rewards,
+        terminals=ends,
+        timeouts=np.zeros(rows, dtype=bool),
+        next_observations=obs + 1,
+    )
+
+
+def test_a_success_that_ends_the_episode_with_positive_rewards_is_named() -> None:
+    # PushT: reward = coverage (<= 1), the episode ends when it reaches 1.
+    pusht = _ending_on(1.0, 0.5)
+    problem = finishing_undervalued(pusht, transform_rewards(pusht, CriticSpec()), 0.99)
+    assert problem is not None and "reward_shift: -1" in problem and "4 of 4" in problem
+    # r - 1: the largest reward is 0, and finishing is worth the most.
+    shifted = transform_rewards(pusht, CriticSpec(reward_shift=-1.0))
+    assert finishing_undervalued(pusht, shifted, 0.99) is None
+    # Without discount any positive reward per step outlasts the terminal's.
+    tiny = _ending_on(1.0, 0.001)
+    assert finishing_undervalued(tiny, tiny.rewards, 1.0) is not None
+    assert finishing_undervalued(tiny, tiny.rewards, 0.99) is None  # 0.1 over forever < 1
+
+
+def test_ends_that_are_failures_or_pay_more_than_going_on_are_not_named() -> None:
+    bonus = _ending_on(100.0, 0.0)  # a sparse success bonus, nothing on the way
+    assert finishing_undervalued(bonus, bonus.rewards, 0.99) is None
+    fall = _ending_on(-1.0, 1.0)  # locomotion: the end is a fall, not the best reward
+    assert finishing_undervalued(fall, fall.rewards, 0.99) is None
+    no_ends = _two_episodes([1.0, 2.0, 3.0, 0.5, 0.5])
+    no_ends = TransitionDataset(
+        **{
+            **no_ends.arrays(),
+            "terminals": np.zeros(5, dtype=bool),
+            "timeouts": np.array([False, False, True, False, True]),
+        }
+    )
+    assert finishing_undervalued(no_ends, no_ends.rewards, 0.99) is None
 
 
 def test_sampler_batches_keep_rows_together_and_repeat_with_the_seed() -> None:

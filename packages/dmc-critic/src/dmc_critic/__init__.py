@@ -16,6 +16,7 @@ from dmc_critic.networks import ScalarMLP
 from dmc_critic.rewards import (
     done_flags,
     episode_returns,
+    finishing_undervalued,
     returns_to_go,
     reward_factor,
     transform_rewards,
@@ -46,6 +47,7 @@ __all__ = [
     "done_flags",
     "episode_returns",
     "expectile_loss",
+    "finishing_undervalued",
     "fit_iql",
     "load_critic",
     "returns_to_go",

@@ -31,7 +31,7 @@ from dmc_critic.batches import TransitionSampler
 from dmc_critic.checkpoints import save_critic
 from dmc_critic.fit import critic_optimizer, train_step
 from dmc_critic.iql import IQLCritic, build_critic
-from dmc_critic.rewards import returns_to_go
+from dmc_critic.rewards import finishing_undervalued, returns_to_go, transform_rewards
 from dmc_critic.spec import CriticSpec
 
 __all__ = ["CriticRun", "FitCriticConfig", "fit_critic", "rank_correlation"]
@@ -84,6 +84,11 @@ class CriticRun(ResumableRun):
         self.critic: IQLCritic = build_critic(spec, dataset).to(world.device)
         self.optimizer = critic_optimizer(self.critic, spec.train)
         self.sampler = TransitionSampler(dataset, spec, world.device)
+        # The rewards Q learns from: its returns-to-go are what the in-sample check ranks.
+        self.rewards = transform_rewards(dataset, spec, self.sampler.reward_factor)
+        problem = finishing_undervalued(dataset, self.rewards, spec.discount)
+        if problem:
+            log.warning("fit_critic.critics.%s: %s", name, problem)
         self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
         self.critic.train()
 
@@ -129,7 +134,8 @@ class CriticRun(ResumableRun):
     @torch.no_grad()
     def in_sample_checks(self, rows: int = 20000) -> dict[str, float]:
         """On at most `rows` dataset rows drawn with the run's seed: the Spearman correlation
-        of Q(s, a) with the returns-to-go (`spearman_returns_to_go`), and the share of those
+        of Q(s, a) with the returns-to-go of the rewards it learns from, normalised and shifted
+        (`spearman_returns_to_go`), and the share of those
         states where Q of the data's action (chunk) exceeds Q(s, u), u uniform on the box of the
         dataset's actions, per dimension from the least to the most value recorded, drawn with
         the run's seed (`data_action_preferred`)."""
@@ -139,7 +145,8 @@ class CriticRun(ResumableRun):
         # SAC's replay buffer keeps float64 observations).
         batch = self.sampler.batch(torch.as_tensor(pick, device=self.world.device))
         q = self.critic.q(batch.obs, batch.act)
-        target = torch.as_tensor(returns_to_go(self.dataset, self.spec.discount)[pick])
+        to_go = returns_to_go(self.dataset, self.spec.discount, rewards=self.rewards)
+        target = torch.as_tensor(to_go[pick])
         # Each action of a chunk uniform on the box (the bounds repeated for every step).
         chunk = self.spec.action_chunk
         low = batch.act.new_tensor(np.tile(self.dataset.actions.min(axis=0), chunk))

@@ -13,7 +13,14 @@ from dmc_core.data import TransitionDataset
 from dmc_core.errors import DatasetError
 from dmc_critic.spec import CriticSpec
 
-__all__ = ["done_flags", "episode_returns", "returns_to_go", "reward_factor", "transform_rewards"]
+__all__ = [
+    "done_flags",
+    "episode_returns",
+    "finishing_undervalued",
+    "returns_to_go",
+    "reward_factor",
+    "transform_rewards",
+]
 
 
 def episode_returns(dataset: TransitionDataset) -> np.ndarray:
@@ -52,6 +59,40 @@ def transform_rewards(
         factor = reward_factor(dataset, spec)
     rewards = np.asarray(dataset.rewards, dtype=np.float64) * factor
     return (spec.reward_scale * rewards + spec.reward_shift).astype(np.float32)
+
+
+def finishing_undervalued(
+    dataset: TransitionDataset, rewards: np.ndarray, discount: float
+) -> str | None:
+    """Why Q would rate reaching the end of an episode below never reaching it, or None.
+
+    Episodes whose terminal row carries the largest reward end on success (PushT's coverage, a
+    goal reached). The TD target gives a terminal no future; if the other rows pay on average
+    more over an endless future (mean / (1 - discount)) than that terminal reward, a state that
+    never finishes is worth more than finishing, and Q learns to avoid success. IQL's AntMaze
+    recipe (r - 1) shifts the rewards so that the largest is 0, which rules this out.
+
+    Shapes:
+        rewards: (N,) the critic's training rewards (`transform_rewards`).
+    """
+    terminal = np.asarray(dataset.terminals, dtype=bool)
+    if not terminal.any() or terminal.all():
+        return None
+    values = np.asarray(rewards, dtype=np.float64)
+    top = float(values.max())
+    on_top = np.isclose(values[terminal], top)
+    if on_top.mean() < 0.5:
+        return None
+    going_on = float(values[~terminal].mean())
+    endless = np.inf if discount >= 1.0 and going_on > 0 else going_on / max(1.0 - discount, 1e-12)
+    if endless <= top:
+        return None
+    return (
+        f"{int(on_top.sum())} of {int(terminal.sum())} episodes end on a terminal with the "
+        f"largest reward ({top:.4g}, a success), but going on pays {going_on:.4g} a step: with "
+        f"no future after a terminal, Q rates finishing below never finishing. Shift the "
+        f"rewards so that the largest is 0 (reward_shift: {-top:.4g}; IQL's AntMaze: r - 1)"
+    )
 
 
 def done_flags(dataset: TransitionDataset, terminal_on_timeout: bool) -> np.ndarray:
