@@ -29,6 +29,7 @@ EXAMPLE_ENTRIES = {
     "train_behaviour": {"agents": {"hopper": {"medium_level": 44.3}}},
     "behaviour_datasets": {"tasks": {"hopper": {"agents": "data/behaviour/hopper"}}},
     "fit_policy": {"policies": {"bc": {"kind": "bc", "dataset": "full", "critic": "full"}}},
+    "roll_out": {"datasets": {"full-policy": {"model": "policy", "dataset": "full"}}},
 }
 
 
@@ -265,6 +266,40 @@ def test_check_params_accepts_a_pass_on_a_cascade(params: dict[str, Any], tmp_pa
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(changed))
     assert run_check(path, tmp_path / "c.json") == 0
+
+
+@pytest.mark.parametrize(
+    ("entry", "critic_dataset", "key", "problem"),
+    [
+        ({}, "full-policy", None, None),
+        ({"model": "polic"}, "full-policy", "roll_out.datasets.full-policy.model", "'polic' names"),
+        ({"dataset": "expert"}, "full-policy", "roll_out.datasets.full-policy.model", "'policy' "
+         "learned from 'full' (pretrain.models.policy.dataset), this entry's dataset is 'expert'"),
+        ({}, "fulll-policy", "fit_critic.critics.full.dataset", "'fulll-policy' names no entry"),
+    ],
+)  # fmt: skip
+def test_check_params_lets_a_critic_learn_from_a_dataset_extended_by_rollouts(
+    params: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    entry: dict[str, str],
+    critic_dataset: str,
+    key: str | None,
+    problem: str | None,
+) -> None:
+    """Catches: a critic of `full` + the policy's episodes refused where the runs and passes of
+    `full` use it, and a roll_out entry whose model learned from another dataset (the stage
+    refuses it) or names no model passing the check (README, "PushT")."""
+    changed = copy.deepcopy(params)
+    changed["roll_out"]["datasets"] = {
+        "full-policy": {"model": "policy", "dataset": "full"} | entry
+    }
+    changed["fit_critic"]["critics"]["full"]["dataset"] = critic_dataset
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert run_check(path, tmp_path / "c.json") == (0 if key is None else 2)
+    if key is not None:
+        assert f"{key}: {problem}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

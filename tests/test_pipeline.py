@@ -364,6 +364,32 @@ def test_a_byte_identical_retrain_leaves_every_later_stage_up_to_date(workdir: P
     assert stale_stages(workdir) == set()
 
 
+def test_a_critic_of_the_policys_own_episodes_runs_after_the_policy(workdir: Path) -> None:
+    """Catches: a `roll_out` dataset that DVC does not run after the model that plays it, and a
+    critic of it that check_params or the evaluation refuses as learned from another dataset
+    than the policy's (README, "PushT")."""
+    entry = {"model": "policy", "dataset": "full", "episodes": 6, "batch": 4}
+    set_param(workdir, "roll_out.datasets", {"full-policy": entry})
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    critic = params["fit_critic"]["critics"]["full"] | {"dataset": "full-policy"}
+    set_param(workdir, "fit_critic.critics.own", critic)
+    set_param(workdir, "evaluate.runs.policy.critic", "own")
+    ran = ran_stages(dvc(workdir, "repro").stdout)
+    assert ran == {
+        "check_params",
+        "roll_out@full-policy",
+        "fit_critic@own",
+        "evaluate@policy",
+        "summarize",
+    }
+    full = read_dataset(workdir / "data" / "datasets" / "nav1d" / "full.hdf5")
+    extended = read_dataset(workdir / "data" / "datasets" / "nav1d" / "full-policy.hdf5")
+    assert extended.attrs["extends"] == "full"
+    assert extended.num_episodes == full.num_episodes + 6
+    sidecar = workdir / "data" / "critics" / "own" / "critic.yaml"
+    assert yaml.safe_load(sidecar.read_text())["metadata"]["dataset_extends"] == "full"
+
+
 def test_second_repro_does_nothing(workdir: Path) -> None:
     again = dvc(workdir, "repro")
     assert ran_stages(again.stdout) == set()

@@ -51,7 +51,7 @@ from dmc_core.models.cascade import is_cascade_checkpoint, load_cascade, save_ca
 from dmc_core.seeding import torch_generator
 from dmc_core.training import Snapshot, choose_device, fingerprint
 from dmc_core.training.loop import TIMING_FILE
-from dmc_critic import IQLCritic, load_critic, save_critic
+from dmc_critic import IQLCritic, critic_learned_from, load_critic, save_critic
 from dmc_envs.tasks import Task, task_for_dataset
 
 __all__ = ["align", "run_pass"]
@@ -234,7 +234,7 @@ def _check_sources(
         spec.dataset,
         [
             ("foundation", args.foundation, model.spec.dataset),
-            ("critic", args.critic, critic.spec.dataset),
+            ("critic", args.critic, critic_learned_from(args.critic, critic)),
         ],
     )
 

@@ -47,7 +47,7 @@ from dmc_core.models.spec import TrainSpec
 from dmc_core.pretrain import learning_rate
 from dmc_core.seeding import seeded_initialisation, torch_generator
 from dmc_core.training import EMA, ResumableRun, World, adam, data_parallel_world, descend
-from dmc_critic import IQLCritic, load_critic
+from dmc_critic import IQLCritic, critic_learned_from, load_critic
 
 __all__ = ["CascadeSpec", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
 
@@ -269,7 +269,7 @@ def _check_sources(
         [
             ("model", args.model, source.spec.dataset),
             ("foundation", args.foundation, foundation.spec.dataset),
-            ("critic", args.critic, critic.spec.dataset),
+            ("critic", args.critic, critic_learned_from(args.critic, critic)),
         ],
     )
     try:

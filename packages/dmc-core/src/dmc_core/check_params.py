@@ -45,6 +45,7 @@ CHECKED = json.dumps({"check_params": "every cross-reference names an entry"}) +
 
 DATASETS = "make_dataset.datasets"
 IMPORTED = "import_dataset.datasets"
+ROLLOUTS = "roll_out.datasets"
 MODELS = "pretrain.models"
 CRITICS = "fit_critic.critics"
 POLICIES = "fit_policy.policies"
@@ -76,7 +77,11 @@ class Reference:
 
 REFERENCES: tuple[Reference, ...] = (
     Reference(MODELS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
-    Reference(CRITICS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
+    # A dataset extended by a model's episodes: the model and the dataset it learned from.
+    Reference(ROLLOUTS, "model", (MODELS, PASSES)),
+    Reference(ROLLOUTS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
+    # A critic learns from a dataset, or from one extended by a model's episodes.
+    Reference(CRITICS, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS, ROLLOUTS)),
     # A pass aligns a foundation or a fit_cascade output (a pass on a cascade starts from it).
     Reference(PASSES, "model", (MODELS, CASCADES)),
     Reference(PASSES, "after", (MODELS, PASSES, CASCADES)),
@@ -97,9 +102,10 @@ REFERENCES: tuple[Reference, ...] = (
 
 #: Fields naming an entry that must have learned from the naming entry's own `dataset`: the
 #: stages refuse such a mix when they load their inputs (dmc_align.sources, fit_policy,
-#: evaluate), which
-#: would be after the hours of training before them.
+#: evaluate, roll_out), which would be after the hours of training before them. A critic of a
+#: `roll_out` dataset counts as learned from the dataset that one extends.
 SAME_DATASET: tuple[Reference, ...] = (
+    Reference(ROLLOUTS, "model", (MODELS, PASSES)),
     Reference(PASSES, "model", (MODELS, CASCADES)),
     Reference(PASSES, "critic", (CRITICS,)),
     Reference(CASCADES, "model", (MODELS, PASSES)),
@@ -145,12 +151,12 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
                 f"{reference.entries}.{entry}.{reference.field}",
                 f"{value!r} names no entry of {' or '.join(reference.targets)} ({listed})",
             )
-    # A dataset is made, imported or collected by a behaviour agent, by one stage only: two
-    # would write the same file.
+    # A dataset is made, imported, extended by a model's episodes or collected by a behaviour
+    # agent, by one stage only: two would write the same file.
     made = dict.fromkeys(entries_at(params, DATASETS), DATASETS)
     task = entries_at(params, "base").get("task", "nav1d")
-    for target in (IMPORTED, BEHAVIOUR, AGENTS):
-        key = f"{target}.{{}}" if target == IMPORTED else f"{target}.{task}"
+    for target in (IMPORTED, ROLLOUTS, BEHAVIOUR, AGENTS):
+        key = f"{target}.{{}}" if target in (IMPORTED, ROLLOUTS) else f"{target}.{task}"
         for name in sorted(set(made) & set(_names(params, target))):
             yield key.format(name), f"'{name}' is also a dataset of {made[name]} (the same file)"
         made |= dict.fromkeys(_names(params, target), target)
@@ -169,13 +175,20 @@ def _mixed_datasets(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             for target in reference.targets:
                 other = entries_at(params, target).get(named)
                 learned = other.get("dataset") if isinstance(other, Mapping) else None
-                if learned is not None and learned != own:
+                if learned is not None and _extended(params, learned) != own:
                     yield (
                         f"{reference.entries}.{entry}.{reference.field}",
                         f"{named!r} learned from {learned!r} ({target}.{named}.dataset), this "
                         f"entry's dataset is {own!r}; the stage would refuse the pair",
                     )
                     break
+
+
+def _extended(params: Mapping[str, Any], dataset: str) -> str:
+    """The dataset a `roll_out` dataset extends, else `dataset` itself."""
+    rollouts = entries_at(params, ROLLOUTS).get(dataset)
+    found = rollouts.get("dataset") if isinstance(rollouts, Mapping) else None
+    return found if isinstance(found, str) else dataset
 
 
 def _shared_model_folders(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -8,7 +8,12 @@
 from __future__ import annotations
 
 from dmc_critic.batches import TransitionBatch, TransitionSampler
-from dmc_critic.checkpoints import CRITIC_CHECKPOINT_KIND, load_critic, save_critic
+from dmc_critic.checkpoints import (
+    CRITIC_CHECKPOINT_KIND,
+    critic_learned_from,
+    load_critic,
+    save_critic,
+)
 from dmc_critic.fit import critic_optimizer, fit_iql, train_step
 from dmc_critic.iql import IQLCritic, build_critic
 from dmc_critic.losses import expectile_loss, td_target
@@ -42,6 +47,7 @@ __all__ = [
     "TransitionBatch",
     "TransitionSampler",
     "build_critic",
+    "critic_learned_from",
     "critic_optimizer",
     "critic_spec_from_dict",
     "done_flags",

@@ -13,14 +13,25 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dmc_core.checkpoint import check_state_fits, load_checkpoint, save_checkpoint
+from dmc_core.checkpoint import (
+    check_state_fits,
+    checkpoint_metadata,
+    load_checkpoint,
+    save_checkpoint,
+)
 from dmc_core.errors import CheckpointError
 from dmc_core.models.normalizer import RangeNormalizer
 from dmc_critic.described import Described
 from dmc_critic.iql import IQLCritic
 from dmc_critic.spec import critic_spec_from_dict
 
-__all__ = ["CRITIC_CHECKPOINT_KIND", "load_critic", "load_recipe", "save_critic"]
+__all__ = [
+    "CRITIC_CHECKPOINT_KIND",
+    "critic_learned_from",
+    "load_critic",
+    "load_recipe",
+    "save_critic",
+]
 
 CRITIC_CHECKPOINT_KIND = "dmc-critic"
 M = TypeVar("M", bound=Described)
@@ -47,6 +58,14 @@ def load_critic(path: str | os.PathLike[str], device: str = "cpu") -> IQLCritic:
         return IQLCritic(critic_spec_from_dict(spec, str(path)), obs, act)
 
     return load_recipe(path, CRITIC_CHECKPOINT_KIND, ("iql",), "critic", build, device)
+
+
+def critic_learned_from(path: str | os.PathLike[str], critic: IQLCritic) -> str:
+    """The dataset a critic counts as learned from when a stage pairs it with a model: the one
+    its data extends (a `roll_out` dataset: `fit_critic` records `dataset_extends`), else its
+    own `dataset`."""
+    extends = checkpoint_metadata(path).get("dataset_extends")
+    return str(extends) if extends else critic.spec.dataset
 
 
 def load_recipe(

@@ -116,6 +116,12 @@ class CriticRun(ResumableRun):
             "steps": self.spec.train.steps,
             "parameters": self.parameters,
             "reward_factor": self.sampler.reward_factor,
+            # A `roll_out` dataset: the one it extends, which the stages pair models with.
+            **(
+                {"dataset_extends": extends}
+                if (extends := self.dataset.attrs.get("extends"))
+                else {}
+            ),
             **checks,
             **summary,
         }

@@ -28,7 +28,7 @@ from dmc_core.errors import ConfigError
 from dmc_core.pretrain import learning_rate
 from dmc_core.training import EMA, ResumableRun, World, adam, choose_device, descend, fingerprint
 from dmc_critic.batches import TransitionSampler
-from dmc_critic.checkpoints import load_critic
+from dmc_critic.checkpoints import critic_learned_from, load_critic
 from dmc_critic.iql import IQLCritic
 from dmc_critic.policies import GaussianPolicy, PolicySpec, build_policy, regression_loss
 from dmc_critic.policies.checkpoints import save_policy
@@ -55,7 +55,7 @@ def fit_policy(config: FitPolicyConfig, args: argparse.Namespace) -> None:
     it to `args.out`."""
     spec = entry(config.policies, args.name, "fit_policy.policies", args.params)
     critic = load_critic(args.critic)
-    if critic.spec.dataset != spec.dataset:
+    if critic_learned_from(args.critic, critic) != spec.dataset:
         raise ConfigError(
             f"{args.params}: fit_policy.policies.{args.name}.critic: the critic {args.critic} "
             f"learned from '{critic.spec.dataset}', the policy learns from '{spec.dataset}'"

@@ -40,7 +40,7 @@ from dmc_envs.importing.source import SourceData
 from dmc_envs.statistics import dataset_statistics
 from dmc_envs.tasks import ReturnScale, Task, build_task, task_names
 
-__all__ = ["CHANGE_KINDS", "IMPORT_STAGE", "import_dataset"]
+__all__ = ["CHANGE_KINDS", "IMPORT_STAGE", "clip_into_bounds", "import_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,19 @@ def _actions_in_bounds(
     outside = ((actions < low) | (actions > high)).any(axis=1)
     if not (clip and outside.any()):
         return arrays, 0, 0.0
-    lo, hi = _bounds_in(actions.dtype, low, high)
-    clipped = np.clip(actions, lo, hi)
+    clipped = clip_into_bounds(actions, low, high)
     return (
         {**arrays, "actions": clipped},
         int(outside.sum()),
         float(np.abs(clipped - actions).max()),
     )
+
+
+def clip_into_bounds(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """`actions` clipped into [low, high], in their own dtype and inside the bounds after
+    rounding (what the layout's validator demands)."""
+    lo, hi = _bounds_in(actions.dtype, low, high)
+    return np.clip(actions, lo, hi)
 
 
 def _bounds_in(dtype: np.dtype, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

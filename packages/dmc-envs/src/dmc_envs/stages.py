@@ -11,6 +11,7 @@ from dmc_envs.evaluation.evaluate import evaluate
 from dmc_envs.evaluation.summarize import summarize
 from dmc_envs.import_dataset import IMPORT_STAGE
 from dmc_envs.make_dataset import make_dataset
+from dmc_envs.roll_out import ROLL_OUT_STAGE
 
 __all__ = ["STAGES"]
 
@@ -33,6 +34,7 @@ STAGES: tuple[Stage, ...] = (
     IMPORT_STAGE,
     TRAIN_STAGE,
     DATASETS_STAGE,
+    ROLL_OUT_STAGE,
     Stage(
         name="evaluate",
         summary="Roll one model out by the paper's protocol: scores, coherency, entropy, plots.",

@@ -42,7 +42,7 @@ from dmc_core.models import ControlModel, load_model
 from dmc_core.models.cascade import is_cascade_checkpoint, load_cascade
 from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
-from dmc_critic import load_critic
+from dmc_critic import critic_learned_from, load_critic
 from dmc_critic.policies import is_policy_checkpoint, load_policy
 from dmc_envs.evaluation.cascade import CascadeProposer
 from dmc_envs.evaluation.coherency import CoherencyProbe, coherency_probe
@@ -132,7 +132,7 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     protocol = config.protocol
     bench = Bench.from_dataset(read_dataset(args.dataset), args.dataset, evaluated.role, protocol)
     critic = load_critic(args.critic)
-    if critic.spec.dataset != run.dataset:
+    if critic_learned_from(args.critic, critic) != run.dataset:
         raise ConfigError(
             f"{args.params}: evaluate.runs.{args.name}: the critic {args.critic} learned from "
             f"'{critic.spec.dataset}', the model from '{run.dataset}'"
