@@ -7,10 +7,12 @@ Writes `<out>/critic.safetensors` with its `critic.yaml` sidecar (the checkpoint
 the critic) and learning curves under `<out>/live/`. Every `checkpoint_every` steps it leaves a
 resumable snapshot in `<out>/.resume/`; a killed run started again continues from there, as long
 as its settings and dataset are unchanged. The summary records two first sanity checks of the
-fit: how well Q ranks the dataset's own returns-to-go (Spearman), and how often Q prefers the
-data's action to a uniform one in the same state (`data_action_preferred`: about 0.5 where Q
-ignores the action, or where the data's actions are no better than uniform ones; on expert
-data, a critic that tells actions apart should be well above 0.5).
+fit: how well Q ranks the returns-to-go of the rewards it learns from (Spearman), and how often
+Q prefers the data's action to a uniform one in the same state (`data_action_preferred`: about
+0.5 where Q ignores the action, or where the data's actions are no better than uniform ones; on
+expert data, a critic that tells actions apart should be well above 0.5). It warns when the
+dataset's episodes end on success but its rewards make finishing worth less than going on
+(`dmc_critic.rewards.finishing_undervalued`).
 """
 
 from __future__ import annotations
@@ -141,10 +143,10 @@ class CriticRun(ResumableRun):
     def in_sample_checks(self, rows: int = 20000) -> dict[str, float]:
         """On at most `rows` dataset rows drawn with the run's seed: the Spearman correlation
         of Q(s, a) with the returns-to-go of the rewards it learns from, normalised and shifted
-        (`spearman_returns_to_go`), and the share of those
-        states where Q of the data's action (chunk) exceeds Q(s, u), u uniform on the box of the
-        dataset's actions, per dimension from the least to the most value recorded, drawn with
-        the run's seed (`data_action_preferred`)."""
+        (`spearman_returns_to_go`), and the share of those states where Q of the data's action
+        (chunk) exceeds Q(s, u), u uniform on the box of the dataset's actions, per dimension
+        from the least to the most value recorded, drawn with the run's seed
+        (`data_action_preferred`)."""
         count = min(rows, len(self.dataset))
         pick = np.random.default_rng(self.seed).choice(len(self.dataset), count, replace=False)
         # The sampler's rows: float32 whatever the file stores (the contract allows any float;
