@@ -276,6 +276,7 @@ def test_check_params_accepts_a_pass_on_a_cascade(params: dict[str, Any], tmp_pa
         ({"dataset": "expert"}, "full-policy", "roll_out.datasets.full-policy.model", "'policy' "
          "learned from 'full' (pretrain.models.policy.dataset), this entry's dataset is 'expert'"),
         ({}, "fulll-policy", "fit_critic.critics.full.dataset", "'fulll-policy' names no entry"),
+        ({"pass": "full-policy"}, "full-policy", None, None),
     ],
 )  # fmt: skip
 def test_check_params_lets_a_critic_learn_from_a_dataset_extended_by_rollouts(
@@ -287,14 +288,18 @@ def test_check_params_lets_a_critic_learn_from_a_dataset_extended_by_rollouts(
     key: str | None,
     problem: str | None,
 ) -> None:
-    """Catches: a critic of `full` + the policy's episodes refused where the runs and passes of
-    `full` use it, and a roll_out entry whose model learned from another dataset (the stage
-    refuses it) or names no model passing the check (README, "PushT")."""
+    """Catches: a critic of `full` + the policy's episodes, or a pass conditioned on them,
+    refused where the models of `full` use them, and a roll_out entry whose model learned from
+    another dataset (the stage refuses it) or names no model passing the check (README,
+    "PushT")."""
     changed = copy.deepcopy(params)
+    conditions = entry.pop("pass", None)
     changed["roll_out"]["datasets"] = {
         "full-policy": {"model": "policy", "dataset": "full"} | entry
     }
     changed["fit_critic"]["critics"]["full"]["dataset"] = critic_dataset
+    if conditions is not None:  # the pass's conditions: the policy's own states
+        changed["align"]["passes"]["policy_sft"]["dataset"] = conditions
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(changed))
     assert run_check(path, tmp_path / "c.json") == (0 if key is None else 2)

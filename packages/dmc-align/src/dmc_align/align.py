@@ -39,7 +39,7 @@ from dmc_align.refinement import ObservedReward, RefinedConditions, Refinement
 from dmc_align.rewards import DynamicsConsistent, PlanReturn, QFirstAction, RewardModel
 from dmc_align.schedule import PassOutcome, PassRunner
 from dmc_align.snapshots import PassSnapshot, Stateful
-from dmc_align.sources import check_learned_from
+from dmc_align.sources import check_learned_from, learned_name
 from dmc_align.spec import METHOD_MODEL_KINDS, AlignConfig, PassSpec
 from dmc_core.atomic import atomic_write_text
 from dmc_core.checkpoint import file_sha256
@@ -67,7 +67,7 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
     model = load_aligned_model(args.foundation, str(device))
     dataset = read_dataset(args.dataset)
     critic = load_critic(args.critic, device=str(device))
-    _check_sources(args, spec, model, critic)
+    _check_sources(args, spec, model, critic, dataset)
     attach_lora(model, config.lora, seed=config.base.seed)
     continued = load_adapters(args.init, model, config.lora)
     if (spec.after != spec.model) != continued:
@@ -227,11 +227,15 @@ def _check_method(name: str, spec: PassSpec, model: ControlModel) -> None:
 
 
 def _check_sources(
-    args: argparse.Namespace, spec: PassSpec, model: ControlModel, critic: IQLCritic
+    args: argparse.Namespace,
+    spec: PassSpec,
+    model: ControlModel,
+    critic: IQLCritic,
+    dataset: TransitionDataset,
 ) -> None:
     check_learned_from(
         f"{args.params}: align.passes.{args.name}",
-        spec.dataset,
+        learned_name(spec.dataset, dataset),
         [
             ("foundation", args.foundation, model.spec.dataset),
             ("critic", args.critic, critic_learned_from(args.critic, critic)),

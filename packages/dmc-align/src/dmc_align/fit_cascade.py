@@ -35,7 +35,7 @@ import torch
 from dmc_align.cascade_pairs import PAIR_MODES, CascadePairs, make_pairs
 from dmc_align.conditions import ConditionPool
 from dmc_align.rewards import QFirstAction
-from dmc_align.sources import check_learned_from
+from dmc_align.sources import check_learned_from, learned_name
 from dmc_core.atomic import atomic_write_text
 from dmc_core.checkpoint import file_sha256
 from dmc_core.config import BaseConfig, entry, knob, to_plain
@@ -102,7 +102,7 @@ def fit_cascade(config: FitCascadeConfig, args: argparse.Namespace) -> None:
         source = load_model(args.model, device=device)
         foundation = load_model(args.foundation, device=device)
         critic = load_critic(args.critic, device=device)
-        _check_sources(args, spec, source, foundation, critic)
+        _check_sources(args, spec, source, foundation, critic, dataset)
         run = CascadeTrainingRun(
             spec,
             source,
@@ -261,11 +261,12 @@ def _check_sources(
     source: ControlModel,
     foundation: ControlModel,
     critic: IQLCritic,
+    dataset: TransitionDataset,
 ) -> None:
     where = f"{args.params}: fit_cascade.cascades.{args.name}"
     check_learned_from(
         where,
-        spec.dataset,
+        learned_name(spec.dataset, dataset),
         [
             ("model", args.model, source.spec.dataset),
             ("foundation", args.foundation, foundation.spec.dataset),

@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dmc_core.data import TransitionDataset
 from dmc_core.errors import ConfigError
 
-__all__ = ["check_learned_from"]
+__all__ = ["check_learned_from", "learned_name"]
+
+
+def learned_name(name: str, dataset: TransitionDataset) -> str:
+    """The dataset a model of the entry's `dataset` (`name`, read as `dataset`) must have
+    learned from: the one a `roll_out` dataset extends (its states, a model's own, can
+    condition a pass), else `name`."""
+    extends = dataset.attrs.get("extends")
+    return str(extends) if extends else name
 
 
 def check_learned_from(where: str, dataset: str, inputs: Iterable[tuple[str, str, str]]) -> None:

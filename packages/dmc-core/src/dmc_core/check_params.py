@@ -85,11 +85,12 @@ REFERENCES: tuple[Reference, ...] = (
     # A pass aligns a foundation or a fit_cascade output (a pass on a cascade starts from it).
     Reference(PASSES, "model", (MODELS, CASCADES)),
     Reference(PASSES, "after", (MODELS, PASSES, CASCADES)),
-    Reference(PASSES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
+    # A pass's or cascade's conditions may come from a dataset extended by a model's episodes.
+    Reference(PASSES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS, ROLLOUTS)),
     Reference(PASSES, "critic", (CRITICS,)),
     Reference(CASCADES, "model", (MODELS, PASSES)),
     Reference(CASCADES, "foundation", (MODELS, PASSES)),
-    Reference(CASCADES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
+    Reference(CASCADES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS, ROLLOUTS)),
     Reference(CASCADES, "critic", (CRITICS,)),
     Reference(POLICIES, "dataset", (DATASETS, IMPORTED, BEHAVIOUR, AGENTS)),
     Reference(POLICIES, "critic", (CRITICS,)),
@@ -102,8 +103,8 @@ REFERENCES: tuple[Reference, ...] = (
 
 #: Fields naming an entry that must have learned from the naming entry's own `dataset`: the
 #: stages refuse such a mix when they load their inputs (dmc_align.sources, fit_policy,
-#: evaluate, roll_out), which would be after the hours of training before them. A critic of a
-#: `roll_out` dataset counts as learned from the dataset that one extends.
+#: evaluate, roll_out), which would be after the hours of training before them. A `roll_out`
+#: dataset counts as the dataset it extends, on either side.
 SAME_DATASET: tuple[Reference, ...] = (
     Reference(ROLLOUTS, "model", (MODELS, PASSES)),
     Reference(PASSES, "model", (MODELS, CASCADES)),
@@ -175,7 +176,7 @@ def _mixed_datasets(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             for target in reference.targets:
                 other = entries_at(params, target).get(named)
                 learned = other.get("dataset") if isinstance(other, Mapping) else None
-                if learned is not None and _extended(params, learned) != own:
+                if learned is not None and _extended(params, learned) != _extended(params, own):
                     yield (
                         f"{reference.entries}.{entry}.{reference.field}",
                         f"{named!r} learned from {learned!r} ({target}.{named}.dataset), this "
