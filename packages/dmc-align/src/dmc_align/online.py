@@ -18,14 +18,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 
 from dmc_align.conditions import ConditionPool
 from dmc_align.lora import sampling_mode
 from dmc_align.refinement import RefinedConditions, Refinement
 from dmc_align.spec import OnlineSpec
-from dmc_core.data import TransitionDataset
+from dmc_core.data import TransitionDataset, concatenate_datasets
 from dmc_core.models import ControlModel, WindowSampler
 from dmc_core.training.resume import (
     load_optimizer_tensors,
@@ -51,13 +50,6 @@ def _proposer(model: ControlModel) -> Proposer:
     if isinstance(model, Refinement):
         return CascadeProposer(ModelProposer(model.source), model.cascade)
     return ModelProposer(model)
-
-
-def _concatenate(first: TransitionDataset, second: TransitionDataset) -> TransitionDataset:
-    arrays = {
-        key: np.concatenate([value, getattr(second, key)]) for key, value in first.arrays().items()
-    }
-    return TransitionDataset(**arrays, attrs=first.attrs)
 
 
 class OnlineTuner:
@@ -114,7 +106,7 @@ class OnlineTuner:
         self.rounds += 1
         result = self.roll_out()
         new = result.transitions
-        self.buffer = new if self.buffer is None else _concatenate(self.buffer, new)
+        self.buffer = new if self.buffer is None else concatenate_datasets([self.buffer, new])
         self.conditions.extend(_histories(new, self.model.history_len))
         self.returns.append(float(result.returns.mean()))
         if result.successes is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ __all__ = [
     "ARRAY_KEYS",
     "REQUIRED_ATTRS",
     "TransitionDataset",
+    "concatenate_datasets",
     "read_dataset",
     "write_dataset",
 ]
@@ -96,6 +97,21 @@ class TransitionDataset:
         problem = _first_problem(self.arrays(), dict(self.attrs), require_attrs)
         if problem:
             raise DatasetError(f"{source}: {problem}")
+
+
+def concatenate_datasets(
+    parts: Sequence[TransitionDataset], attrs: Mapping[str, Any] | None = None
+) -> TransitionDataset:
+    """The rows of `parts`, one after another, in the first part's dtypes, with `attrs` (by
+    default the first part's)."""
+    first = parts[0].arrays()
+    arrays = {
+        key: np.concatenate(
+            [first[key], *(p.arrays()[key].astype(first[key].dtype) for p in parts[1:])]
+        )
+        for key in ARRAY_KEYS
+    }
+    return TransitionDataset(**arrays, attrs=dict(parts[0].attrs if attrs is None else attrs))
 
 
 def write_dataset(path: str | os.PathLike[str], dataset: TransitionDataset) -> Path:

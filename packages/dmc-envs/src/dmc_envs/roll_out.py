@@ -38,7 +38,7 @@ from dmc_core.atomic import atomic_write_text
 from dmc_core.checkpoint import file_sha256
 from dmc_core.cli import Arg, Stage
 from dmc_core.config import BaseConfig, entry, knob, write_resolved_config
-from dmc_core.data import ARRAY_KEYS, TransitionDataset, read_dataset, write_dataset
+from dmc_core.data import TransitionDataset, concatenate_datasets, read_dataset, write_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
 from dmc_core.training import choose_device
@@ -162,9 +162,8 @@ def _play(
                 write_dataset(path, batch)
             played.append(read_dataset(path))
             bar.update(size)
-    arrays = {key: np.concatenate([p.arrays()[key] for p in played]) for key in ARRAY_KEYS}
     successes = [int(s) for p in played for s in p.attrs.get("successes", [])]
-    return TransitionDataset(**arrays, attrs={"successes": successes} if successes else {})
+    return concatenate_datasets(played, {"successes": successes} if successes else {})
 
 
 def extend_with_rollouts(
@@ -172,10 +171,6 @@ def extend_with_rollouts(
 ) -> TransitionDataset:
     """`base`'s rows, then `episodes`' in `base`'s dtypes, with `base`'s provenance and the
     lineage (`extends`, `rollouts`) the stages and critics read."""
-    arrays = {
-        key: np.concatenate([value, episodes.arrays()[key].astype(value.dtype)])
-        for key, value in base.arrays().items()
-    }
     successes = episodes.attrs.get("successes")
     record: dict[str, Any] = {
         "model": spec.model,
@@ -199,7 +194,7 @@ def extend_with_rollouts(
     }
     # The success rate a dataset records is its episodes'; of both parts it is not known here.
     attrs.pop("success_rate", None)
-    return TransitionDataset(**arrays, attrs=attrs)
+    return concatenate_datasets([base, episodes], attrs)
 
 
 ROLL_OUT_STAGE = Stage(
