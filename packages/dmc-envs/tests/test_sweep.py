@@ -166,10 +166,33 @@ def test_a_task_setting_goes_to_that_tasks_experiments_only(
     settings = ["hopper:make_dataset.datasets.random.seed=7", "hopper:base.seed=3"]
     assert main(*argv, "--set", settings[0], "--set", settings[1]) == 0  # flags add up
     hopper, walker2d = (shlex.split(line) for line in capsys.readouterr().out.splitlines()[:2])
-    extra = ["-S", "make_dataset.datasets.random.seed=7", "-S", "base.seed=3"]
+    # `seed` of the random dataset is not in the params file (its schema default): it is added.
+    extra = ["-S", "+make_dataset.datasets.random.seed=7", "-S", "base.seed=3"]
     assert hopper == [*hopper_medium()[:-1], *extra, "summarize"]
     assert "make_dataset.datasets.random.seed=7" not in " ".join(walker2d)
     assert "base.task=walker2d" in walker2d
+
+
+def test_a_key_the_params_file_lacks_is_added_and_one_it_holds_is_changed(
+    tmp_path: Path,
+) -> None:
+    # DVC refuses `-S fit_critic.critics.full.action_chunk=4` when the file holds no such key
+    # ("Key 'action_chunk' is not in struct") and refuses `+` for one it holds.
+    settings = {
+        "hopper": [
+            (("fit_critic", "critics", "full", "action_chunk"), "4"),
+            (("base", "seed"), "3"),
+            (("new_section", "knob"), "1"),
+        ]
+    }
+    (experiment,) = plan(PARAMS, ["hopper"], ["medium"], settings)
+    flags = list(experiment.argv[experiment.argv.index("-S") : -1])
+    assert flags[-6:] == [
+        "-S", "+fit_critic.critics.full.action_chunk=4",
+        "-S", "base.seed=3",
+        "-S", "+new_section.knob=1",
+    ]  # fmt: skip
+    assert experiment.argv[:-7] == tuple(hopper_medium()[:-1])  # the dataset flags: changed
 
 
 def test_a_task_setting_is_checked_like_the_rest(

@@ -13,7 +13,9 @@ are is read off `check_params.REFERENCES` (its `dataset` references), and their 
 params file, so an entry a profile adds (a baseline policy, its evaluation run) is swept without
 a change here. Each experiment gets `-S base.task=<task>`, `-S <section>.<entry>.dataset=<dataset>`
 for every such entry, and the name `<task>-<dataset>`. `--set TASK:KEY=VALUE` adds `-S KEY=VALUE`
-to TASK's experiments only (a data level that differs between tasks, say). Each experiment
+to TASK's experiments only (a data level that differs between tasks, say). A key the params file
+does not hold (a knob left at its schema default) goes as `-S +KEY=VALUE`, the form DVC's
+overrides need to add a key rather than change one. Each experiment
 targets `summarize`, so it runs only what its results need: without a target `dvc exp run` would
 also run every other stage of the params, such as the SAC agents of the other tasks (hours each).
 
@@ -202,7 +204,7 @@ def plan(
         raise ConfigError(
             f"{len(problems)} pair(s) would break a reference, nothing queued:\n  {listed}"
         )
-    return [_experiment(*pair, changes[pair]) for pair in pairs]
+    return [_experiment(*pair, _flags(params, changes[pair])) for pair in pairs]
 
 
 def _first_broken(
@@ -225,13 +227,32 @@ def _hint(params: Mapping[str, Any], task: str, dataset: str) -> str:
     return ""
 
 
-def _experiment(task: str, dataset: str, changes: Sequence[Override]) -> Experiment:
-    """The `dvc exp run --queue` command line of one (checked) pair with its `changes`."""
-    name = experiment_name(task, dataset)
-    argv = ["dvc", "exp", "run", "--queue", "-n", name]
+def _flags(params: Mapping[str, Any], changes: Sequence[Override]) -> list[str]:
+    """`-S KEY=VALUE` for each change; `-S +KEY=VALUE` where `params` lacks the key, which
+    `dvc exp run` refuses to change ("Key ... is not in struct") but adds."""
+    flags: list[str] = []
     for path, value in changes:
-        argv += ["-S", f"{'.'.join(path)}={value}"]
-    return Experiment(task, dataset, name, (*argv, TARGET))
+        append = "" if _holds(params, path) else "+"
+        flags += ["-S", f"{append}{'.'.join(path)}={value}"]
+    return flags
+
+
+def _holds(params: Mapping[str, Any], path: tuple[str, ...]) -> bool:
+    """Whether `params` has a value at `path`."""
+    node: Any = params
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _experiment(task: str, dataset: str, flags: Sequence[str]) -> Experiment:
+    """The `dvc exp run --queue` command line of one (checked) pair with its `-S` flags."""
+    name = experiment_name(task, dataset)
+    return Experiment(
+        task, dataset, name, ("dvc", "exp", "run", "--queue", "-n", name, *flags, TARGET)
+    )
 
 
 def command_line(experiment: Experiment) -> str:
