@@ -7,11 +7,13 @@ import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
 
+from dmc_align import fit_cascade
 from dmc_align.cascade_pairs import denoise, make_pairs
 from dmc_align.fit_cascade import FitCascadeConfig
 from dmc_align.rewards import QFirstAction
@@ -228,13 +230,11 @@ def test_the_cascade_proposer_refines_every_candidate_pass_by_pass(
         CascadeProposer(base, cascade, 0)
 
 
-def test_a_tiny_fit_runs_saves_and_loads_for_evaluation(
-    tmp_path: Path,
-    dataset: TransitionDataset,
-    plain: Callable[[str], ControlModel],
-    critic: IQLCritic,
-) -> None:
-    model = plain("diffuser")
+def _fit_argv(
+    tmp_path: Path, dataset: TransitionDataset, model: ControlModel, critic: IQLCritic
+) -> list[str]:
+    """The tiny cascade's inputs written under `tmp_path`, and the stage's arguments (the last
+    four: `--out` and `--params`)."""
     provenance = {
         "env_id": "nav1d",
         "dataset_kind": "full",
@@ -246,8 +246,7 @@ def test_a_tiny_fit_runs_saves_and_loads_for_evaluation(
     save_model(tmp_path / "m" / "model.safetensors", model)
     save_critic(tmp_path / "critic.safetensors", critic)
     params = _params(tmp_path, TINY)
-    out = tmp_path / "tiny"
-    argv = [
+    return [
         "fit_cascade",
         "--name",
         "tiny",
@@ -260,10 +259,21 @@ def test_a_tiny_fit_runs_saves_and_loads_for_evaluation(
         "--critic",
         str(tmp_path / "critic.safetensors"),
         "--out",
-        str(out),
+        str(tmp_path / "tiny"),
         "--params",
         str(params),
     ]
+
+
+def test_a_tiny_fit_runs_saves_and_loads_for_evaluation(
+    tmp_path: Path,
+    dataset: TransitionDataset,
+    plain: Callable[[str], ControlModel],
+    critic: IQLCritic,
+) -> None:
+    model = plain("diffuser")
+    argv = _fit_argv(tmp_path, dataset, model, critic)
+    out = tmp_path / "tiny"
     assert run_cli("dmc_align", STAGES, argv) == 0
     path = out / "model.safetensors"
     assert is_cascade_checkpoint(path) and (out / "metrics.json").is_file()
@@ -299,3 +309,39 @@ def test_a_tiny_fit_runs_saves_and_loads_for_evaluation(
     # A bad pair mode stops the stage with exit status 2 before any work.
     bad = _params(tmp_path, {**TINY, "pairs": "nope"})
     assert run_cli("dmc_align", STAGES, [*argv[:-1], str(bad)]) == 2
+
+
+def test_a_snapshot_is_keyed_by_the_bytes_of_every_input_not_the_dataset_alone(
+    tmp_path: Path,
+    dataset: TransitionDataset,
+    plain: Callable[[str], ControlModel],
+    critic: IQLCritic,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pairs drawn by another critic (or model) must not continue a snapshot of this one's: a
+    # foundation retrained, or a re-queued experiment sharing a resume root, would otherwise
+    # resume a cascade trained on other pairs.
+    digests: list[str | None] = []
+
+    class Recorded(fit_cascade.CascadeTrainingRun):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            digests.append(args[-1])
+            raise _StoppedBeforeTrainingError
+
+    monkeypatch.setattr(fit_cascade, "CascadeTrainingRun", Recorded)
+    argv = _fit_argv(tmp_path, dataset, plain("diffuser"), critic)
+    with pytest.raises(_StoppedBeforeTrainingError):
+        run_cli("dmc_align", STAGES, argv)
+    with pytest.raises(_StoppedBeforeTrainingError):
+        run_cli("dmc_align", STAGES, argv)  # the same inputs: the same key
+    other = copy.deepcopy(critic)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    save_critic(tmp_path / "critic.safetensors", other)
+    with pytest.raises(_StoppedBeforeTrainingError):
+        run_cli("dmc_align", STAGES, argv)
+    assert digests[0] == digests[1] != digests[2]
+
+
+class _StoppedBeforeTrainingError(Exception):
+    """Raised in place of training, once the stage has computed the snapshot's key."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from dmc_core.models import ModelSpec, TrainSpec, load_model
 from dmc_core.pretrain import TrainingRun, learning_rate
 from dmc_core.testing import run_module, torch_threads, toy_dataset
 from dmc_core.training import EMA, ResumableRun, Snapshot, World, descend
+from dmc_core.training.resume import RESUME_ROOT
 
 CPU_WORLD = World(rank=0, size=1, device=torch.device("cpu"))
 TINY_BACKBONE = {"name": "mlp", "hidden": 16, "blocks": 1}
@@ -75,6 +77,31 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path: Pa
     assert split_path is not None
     for name, value in load_model(whole_path).state_dict().items():
         assert torch.equal(value, load_model(split_path).state_dict()[name]), name
+
+
+def test_under_a_resume_root_a_run_resumes_in_another_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A queued DVC experiment queued again after a kill runs in a new copy of the workspace.
+    data = toy_dataset(episodes=6, horizon=8)
+    whole = TrainingRun(tiny_spec(), data, tmp_path / "whole", CPU_WORLD, 0, "m").train()
+    assert whole is not None
+    root = tmp_path / "root"
+    monkeypatch.setenv(RESUME_ROOT, str(root))
+    first = TrainingRun(tiny_spec(), data, tmp_path / "copy1", CPU_WORLD, 0, "m")
+    assert first.train(stop_after=20) is None
+    assert not (tmp_path / "copy1" / ".resume").exists()
+    assert [p.name for p in root.glob("*/*")] == ["state.safetensors"]
+    second = TrainingRun(tiny_spec(), data, tmp_path / "copy2", CPU_WORLD, 0, "m")
+    resumed = second.train()
+    assert resumed is not None
+    assert json.loads((tmp_path / "copy2" / "timing.json").read_text())["resumed_at"] == [20]
+    for name, value in load_model(whole).state_dict().items():
+        assert torch.equal(value, load_model(resumed).state_dict()[name]), name
+    assert list(root.iterdir()) == []  # a finished run removes its snapshot
+    other = TrainingRun(tiny_spec(lr=5e-4), data, tmp_path / "copy3", CPU_WORLD, 0, "m")
+    assert other.snapshot.directory.parent == root
+    assert other.snapshot.directory != second.snapshot.directory
 
 
 def test_a_snapshot_of_other_settings_is_not_resumed(tmp_path: Path) -> None:

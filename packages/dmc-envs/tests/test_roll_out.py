@@ -17,6 +17,7 @@ from dmc_core.models import ModelSpec, build_model, save_model
 from dmc_core.models.spec import FormulationSpec
 from dmc_core.testing import run_module
 from dmc_core.training import World
+from dmc_core.training.resume import RESUME_ROOT
 from dmc_critic import CriticSpec, CriticTrainSpec, critic_learned_from, load_critic
 from dmc_critic.fit_critic import CriticRun
 from dmc_envs import roll_out as stage
@@ -146,3 +147,34 @@ def test_a_critic_of_the_output_counts_as_learned_from_the_dataset_it_extends(
     plain = CriticRun(spec, read_dataset(made[0]), tmp_path / "plain", world, 0, "c").train()
     assert plain is not None
     assert critic_learned_from(plain, load_critic(plain)) == "tiny-policy"
+
+
+def test_under_a_resume_root_a_copy_of_the_workspace_plays_only_what_was_not_kept(
+    made: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A queued DVC experiment runs again in a new copy of the workspace: the batches it kept
+    # must be found outside the first copy (a key of the entry and the model, not of the path).
+    whole = run(made, tmp_path / "whole" / "d.hdf5").read_bytes()
+    root = tmp_path / "root"
+    monkeypatch.setenv(RESUME_ROOT, str(root))
+    played: list[int] = []
+    real = stage.roll_out
+
+    def killed_in_the_second_batch(*args: Any, **kwargs: Any) -> Any:
+        played.append(kwargs["seed"])
+        if len(played) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "roll_out", killed_in_the_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(made, tmp_path / "copy1" / "d.hdf5")
+    assert not (tmp_path / "copy1" / "d.hdf5.parts").exists()
+    assert len(list(root.glob("*/batch-*.hdf5"))) == 1
+    monkeypatch.setattr(
+        stage, "roll_out", lambda *a, **k: played.append(k["seed"]) or real(*a, **k)
+    )
+    resumed = run(made, tmp_path / "copy2" / "d.hdf5")
+    assert played == [20000, 20002, 20002, 20004]
+    assert resumed.read_bytes() == whole
+    assert list(root.iterdir()) == []  # the kept batches go once the output is written

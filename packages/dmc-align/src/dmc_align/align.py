@@ -76,7 +76,7 @@ def align(config: AlignConfig, args: argparse.Namespace) -> None:
             f"{args.init} {'holds' if continued else 'holds no'} adapters"
         )
     out = Path(args.out)
-    resume = Snapshot(out / ".resume", _fingerprint(args, spec, config))
+    resume = Snapshot.of_output(out, _fingerprint(args, spec, config))
     with PassProgress(args.name, spec, out) as progress:
         seed = config.base.seed
         outcome = run_pass(args.name, spec, model, dataset, critic, seed, progress, resume)

@@ -46,7 +46,15 @@ from dmc_core.models.cascade import CascadeModel, check_compatible, save_cascade
 from dmc_core.models.spec import TrainSpec
 from dmc_core.pretrain import learning_rate
 from dmc_core.seeding import seeded_initialisation, torch_generator
-from dmc_core.training import EMA, ResumableRun, World, adam, data_parallel_world, descend
+from dmc_core.training import (
+    EMA,
+    ResumableRun,
+    World,
+    adam,
+    data_parallel_world,
+    descend,
+    fingerprint,
+)
 from dmc_critic import IQLCritic, critic_learned_from, load_critic
 
 __all__ = ["CascadeSpec", "CascadeTrainingRun", "FitCascadeConfig", "fit_cascade"]
@@ -113,9 +121,16 @@ def fit_cascade(config: FitCascadeConfig, args: argparse.Namespace) -> None:
             world,
             config.base.seed,
             args.name,
-            file_sha256(args.dataset),
+            # A snapshot resumes only with the same bytes of every input: the pairs come from
+            # the source model and the critic, the warm start from the foundation.
+            fingerprint(*(file_sha256(path) for path in _input_files(args))),
         )
         run.train()
+
+
+def _input_files(args: argparse.Namespace) -> tuple[str, ...]:
+    """The files a cascade is made of: dataset, refined model, foundation and critic."""
+    return (args.dataset, args.model, args.foundation, args.critic)
 
 
 def draw_pairs(
@@ -166,9 +181,10 @@ class CascadeTrainingRun(ResumableRun):
         world: World,
         seed: int,
         name: str,
-        dataset_digest: str | None = None,
+        inputs_digest: str | None = None,
     ) -> None:
-        """Draw the pairs and warm-start the cascade from the foundation."""
+        """Draw the pairs and warm-start the cascade from the foundation; `inputs_digest` (of
+        every input file) keys the snapshot."""
         self.spec, self.schedule = spec, spec.train
         self.out, self.world, self.seed, self.name = out, world, seed, name
         began = time.perf_counter()
@@ -195,7 +211,7 @@ class CascadeTrainingRun(ResumableRun):
         self.optimizer = adam(
             self.cascade.refiner.parameters(), spec.train.lr, spec.train.weight_decay
         )
-        self.snapshot = self.make_snapshot(spec, dataset, dataset_digest)
+        self.snapshot = self.make_snapshot(spec, dataset, inputs_digest)
 
     @property
     def parameters(self) -> int:

@@ -16,9 +16,11 @@ episodes scored); `<name>.stats.json` gives both parts' returns and success rate
 
 Episodes are played `batch` at a time through the task's vector environment, batch b reset with
 seed + b * batch (so episode k has seed + k). Every finished batch is kept in
-`<out>.parts/` (one atomic file each, under a record of the entry and the model's checksum); a
-killed run started again with the same entry and model plays only the batches missing, other
-settings or weights play all again, and the folder is removed once the output is written.
+`<out>.parts/` (or under `$DMC_RESUME_ROOT`, as the training stages' snapshots:
+`dmc_core.training.resume`), one atomic file each, under a record of the entry and the model's
+checksum; a killed run started again with the same entry and model plays only the batches
+missing, other settings or weights play all again, and the folder is removed once the output
+is written.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from dmc_core.config import BaseConfig, entry, knob, write_resolved_config
 from dmc_core.data import TransitionDataset, concatenate_datasets, read_dataset, write_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
-from dmc_core.training import choose_device
+from dmc_core.training import choose_device, fingerprint
+from dmc_core.training.resume import resume_directory
 from dmc_envs.evaluation.episodes import Selection, roll_out
 from dmc_envs.evaluation.proposers import ModelProposer
 from dmc_envs.import_dataset import clip_into_bounds
@@ -88,8 +91,9 @@ def roll_out_stage(config: RollOutConfig, args: argparse.Namespace) -> None:
     base = read_dataset(args.dataset)
     task = task_for_dataset(base.attrs, args.dataset)
     out = Path(args.out)
-    parts = out.with_name(out.name + ".parts")
-    _keep_parts_of(parts, {"entry": asdict(spec), "model": file_sha256(args.model)})
+    key = {"entry": asdict(spec), "model": file_sha256(args.model)}
+    parts = resume_directory(out.with_name(out.name + ".parts"), fingerprint(key))
+    _keep_parts_of(parts, key)
     episodes = _play(model, task, spec, parts, dict(base.attrs))
     extended = extend_with_rollouts(base, episodes, spec, args.name)
     write_dataset(out, extended)

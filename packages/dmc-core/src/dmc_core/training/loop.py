@@ -147,7 +147,7 @@ class ResumableRun:
         """The run's snapshot in `<out>/.resume`, fingerprinted by the spec, the seed and the
         dataset (its file hash when given), so a changed setting never resumes a stale run."""
         data = digest or fingerprint(len(dataset), dataset.attrs)
-        return Snapshot(self.out / ".resume", fingerprint(to_plain(spec), self.seed, data))
+        return Snapshot.of_output(self.out, fingerprint(to_plain(spec), self.seed, data))
 
     def restore_state(self) -> int:
         """Load a matching snapshot and return its step (0: start afresh)."""

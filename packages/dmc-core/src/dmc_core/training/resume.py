@@ -7,6 +7,13 @@ snapshot or the new one, never a mismatched pair. A run that finds a snapshot wi
 fingerprint continues from it; a snapshot from other settings (another config or dataset) is
 ignored and replaced, so a changed `params.yaml` never continues a stale run. A finished run
 removes its snapshot.
+
+A snapshot lives beside the run's output (`<out>/.resume/`) unless the environment variable
+`DMC_RESUME_ROOT` names a folder: then every run keeps it in `<root>/<fingerprint>/`. DVC runs a
+queued experiment (`dvc exp run --queue`) in a temporary copy of the workspace, and one queued
+again after a kill starts in a new copy, where `<out>/.resume/` is empty; a root outside the
+workspace keeps the snapshots, and the fingerprint (settings and input bytes) leads the same run
+of the new copy to its own.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +37,7 @@ from dmc_core.atomic import atomic_path
 from dmc_core.training.ema import EMA
 
 __all__ = [
+    "RESUME_ROOT",
     "Snapshot",
     "fingerprint",
     "load_optimizer_tensors",
@@ -39,6 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _FILE = "state.safetensors"
+#: The environment variable naming a folder for every run's snapshots (see the module doc).
+RESUME_ROOT = "DMC_RESUME_ROOT"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -47,12 +58,24 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def resume_directory(beside_output: Path, key: str) -> Path:
+    """Where the run keyed by `key` keeps what it resumes from: `beside_output`, or
+    `$DMC_RESUME_ROOT/<key>` when that names a folder (see the module doc)."""
+    root = os.environ.get(RESUME_ROOT)
+    return Path(root) / key if root else beside_output
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The resumable state of one training run, kept in `directory`."""
 
     directory: Path
     fingerprint: str
+
+    @classmethod
+    def of_output(cls, out: Path, fingerprint: str) -> Snapshot:
+        """The snapshot of the run writing `out`: in `<out>/.resume`, or under the resume root."""
+        return cls(resume_directory(out / ".resume", fingerprint), fingerprint)
 
     @property
     def path(self) -> Path:

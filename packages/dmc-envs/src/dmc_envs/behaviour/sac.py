@@ -155,7 +155,7 @@ class SacRun:
         # The budget and the thread count may change between runs: a longer budget continues
         # the same run, and threads change only how fast it goes.
         plain = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("steps", "threads")}
-        self.snapshot = Snapshot(directory / ".resume", fingerprint(task.env_id, plain))
+        self.snapshot = Snapshot.of_output(directory, fingerprint(task.env_id, plain))
         self.curves_dir = directory / "live"
         self.step = self.episodes = 0
         self.medium: KeptAgent | None = None
