@@ -104,11 +104,9 @@ def concatenate_datasets(
 ) -> TransitionDataset:
     """The rows of `parts`, one after another, in the first part's dtypes, with `attrs` (by
     default the first part's)."""
-    first = parts[0].arrays()
+    first, *rest = (part.arrays() for part in parts)
     arrays = {
-        key: np.concatenate(
-            [first[key], *(p.arrays()[key].astype(first[key].dtype) for p in parts[1:])]
-        )
+        key: np.concatenate([first[key], *(other[key].astype(first[key].dtype) for other in rest)])
         for key in ARRAY_KEYS
     }
     return TransitionDataset(**arrays, attrs=dict(parts[0].attrs if attrs is None else attrs))
