@@ -257,6 +257,51 @@ def test_check_params_names_a_model_or_critic_that_learned_from_another_dataset(
     assert f"{key}: {problem}" in line, line
 
 
+@pytest.mark.parametrize(
+    ("changes", "key", "problem"),
+    [
+        # the critic every model shares scores two actions; the policies execute one
+        ({"fit_critic.critics.full.action_chunk": 2}, "align.passes.bdm_eda.critic",
+         "'full' scores chunks of 2 actions (fit_critic.critics.full.action_chunk); a sample of "
+         "'bdm' (bdm) holds 1 in its executed chunk"),
+        # a critic of the Diffuser's whole plan, used by its pass, runs and cascades: accepted
+        ({"fit_critic.critics.plan.action_chunk": 8, "align.passes.diffuser_sft.critic": "plan",
+          "evaluate.runs.diffuser.critic": "plan", "evaluate.runs.diffuser_sft.critic": "plan",
+          "evaluate.runs.diffuser_aligned_cascade.critic": "plan"}, None, None),
+        # one step longer than the plan, on a run of a cascade whose refiner is a pass of it
+        ({"fit_critic.critics.plan.action_chunk": 9,
+          "evaluate.runs.diffuser_aligned_cascade.critic": "plan"},
+         "evaluate.runs.diffuser_aligned_cascade.critic",
+         "'plan' scores chunks of 9 actions (fit_critic.critics.plan.action_chunk); a sample of "
+         "'diffuser_sft_cascade' (diffuser) holds 8 in its plan"),
+    ],
+)  # fmt: skip
+def test_check_params_names_a_critic_of_longer_chunks_than_the_models_samples(
+    params: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    changes: dict[str, Any],
+    key: str | None,
+    problem: str | None,
+) -> None:
+    """Catches: a four-action critic shared with a policy that executes two passing the check,
+    so that the policy's pass fails in its first round, after the critic and the other model's
+    pass have trained (README, "sweep"); and a rule that refuses a critic of a planner's plan,
+    or loses the model behind a pass or a cascade."""
+    changed = copy.deepcopy(params)
+    changed["fit_critic"]["critics"]["plan"] = dict(changed["fit_critic"]["critics"]["full"])
+    for dotted, value in changes.items():
+        _set(changed, dotted, value)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    if key is None:
+        assert run_check(path, tmp_path / "c.json") == 0
+        return
+    assert run_check(path, tmp_path / "c.json") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{key}: {problem}" in line, line
+
+
 def test_check_params_accepts_a_pass_on_a_cascade(params: dict[str, Any], tmp_path: Path) -> None:
     """Catches: a table that lets a pass align only foundations (README, "Cascading")."""
     changed = copy.deepcopy(params)

@@ -1,5 +1,6 @@
-"""Stage `check_params`: every name one params section uses for another's entry exists, and
-the models and critics a stage combines learned from the same dataset.
+"""Stage `check_params`: every name one params section uses for another's entry exists, the
+models and critics a stage combines learned from the same dataset, and a critic of action chunks
+is paired only with models whose samples hold that many actions.
 
     python -m dmc_core check_params --out data/params-check.json
 
@@ -25,14 +26,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmc_core.atomic import atomic_write_text
-from dmc_core.config import BaseConfig, knob, read_params
+from dmc_core.config import BaseConfig, from_plain, knob, read_params
 from dmc_core.errors import ConfigError
+from dmc_core.models.spec import ModelSpec
 
 __all__ = [
     "BEHAVIOUR_KINDS",
     "CHECKED",
     "REFERENCES",
     "SAME_DATASET",
+    "SCORED_BY_CRITIC",
     "CheckParamsConfig",
     "Reference",
     "broken_references",
@@ -118,6 +121,17 @@ SAME_DATASET: tuple[Reference, ...] = (
 )
 
 
+#: Entries whose `critic` scores the samples of the model their field names
+#: (`IQLCritic.q_chunk` on `dmc_core.models.scored_actions`): a pass's rewards, a cascade's
+#: ranking of its refiner's samples, an evaluation run's `q_argmax`. A critic of chunks of k
+#: actions cannot score samples of fewer, and the stage would fail only once it samples.
+SCORED_BY_CRITIC: tuple[Reference, ...] = (
+    Reference(PASSES, "model", (MODELS, CASCADES)),
+    Reference(CASCADES, "foundation", (MODELS, PASSES)),
+    Reference(RUNS, "model", (MODELS, PASSES, CASCADES)),
+)
+
+
 @dataclass(frozen=True)
 class CheckParamsConfig:
     """Stage `check_params`: no knobs of its own; it reads the sections `REFERENCES` names."""
@@ -163,6 +177,48 @@ def broken_references(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
         made |= dict.fromkeys(_names(params, target), target)
     yield from _shared_model_folders(params)
     yield from _mixed_datasets(params)
+    yield from _short_samples(params)
+
+
+def _short_samples(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """An entry whose critic scores chunks of more actions than its model's samples hold (a
+    four-action critic beside a policy that executes two)."""
+    for reference in SCORED_BY_CRITIC:
+        for entry, values in entries_at(params, reference.entries).items():
+            if not isinstance(values, Mapping):
+                continue
+            critic = entries_at(params, CRITICS).get(values.get("critic"))
+            chunk = critic.get("action_chunk", 1) if isinstance(critic, Mapping) else 1
+            spec = _foundation_spec(params, values.get(reference.field))
+            if spec is None or not isinstance(chunk, int) or chunk <= spec.scored_actions:
+                continue
+            what = "executed chunk" if spec.is_policy else "plan"
+            yield (
+                f"{reference.entries}.{entry}.critic",
+                f"{values['critic']!r} scores chunks of {chunk} actions "
+                f"({CRITICS}.{values['critic']}.action_chunk); a sample of "
+                f"{values[reference.field]!r} ({spec.kind}) holds {spec.scored_actions} in its "
+                f"{what}: pair it with a critic of at most {spec.scored_actions}",
+            )
+
+
+def _foundation_spec(params: Mapping[str, Any], name: Any) -> ModelSpec | None:
+    """The `pretrain.models` entry a model name comes down to (a pass's `model`, a cascade's
+    refiner `foundation`), validated; None for a name of no model entry (reported as a broken
+    reference) or an entry its own schema refuses (reported by its stage)."""
+    seen: set[str] = set()
+    while isinstance(name, str) and name not in seen:
+        seen.add(name)
+        if name in entries_at(params, MODELS):
+            try:
+                return from_plain(ModelSpec, entries_at(params, MODELS)[name], "params", MODELS)
+            except ConfigError:
+                return None
+        passes, cascades = entries_at(params, PASSES), entries_at(params, CASCADES)
+        step = passes.get(name, {}) if name in passes else cascades.get(name, {})
+        follow = "model" if name in passes else "foundation"
+        name = step.get(follow) if isinstance(step, Mapping) else None
+    return None
 
 
 def _mixed_datasets(params: Mapping[str, Any]) -> Iterator[tuple[str, str]]:

@@ -101,9 +101,21 @@ class ModelSpec:
         """Policies generate actions from an observation history; planners generate plans."""
         return self.kind in POLICY_KINDS
 
+    @property
+    def decodable_actions(self) -> int:
+        """Actions one sample decodes to: H, or H - 1 for the Decision Diffuser (inverse dynamics
+        between consecutive planned states)."""
+        return self.horizon - (1 if self.kind == "decision_diffuser" else 0)
+
+    @property
+    def scored_actions(self) -> int:
+        """Actions of one sample that a critic of action chunks can score
+        (`dmc_core.models.scored_actions`): a policy's executed chunk, a planner's plan."""
+        return self.action_exec if self.is_policy else self.decodable_actions
+
     def invalid_fields(self) -> Iterator[tuple[str, str]]:
         """Cross-field rules of the model's shapes, conditioning and backbone."""
-        executable = self.horizon - (1 if self.kind == "decision_diffuser" else 0)
+        executable = self.decodable_actions
         if self.action_exec > executable:
             yield "action_exec", f"{self.action_exec} exceeds the {executable} decodable actions"
         if self.kind == "decision_diffuser" and self.horizon < 2:
