@@ -73,6 +73,7 @@ BASES = {
     "d4rl-data-paper": ["locomotion", "d4rl-data"],
     "d4rl-medium": ["locomotion", "d4rl-data"],
     "locomotion-baselines": ["locomotion"],
+    "metaworld-sweep-into": ["metaworld"],
 }
 STACKS = [
     ["locomotion", "paper"],

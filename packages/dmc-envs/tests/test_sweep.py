@@ -210,6 +210,66 @@ def test_a_task_setting_is_checked_like_the_rest(
     assert out == "" and "task hopper, dataset medium: evaluate.runs.bc.critic" in err
 
 
+def test_a_task_profile_goes_in_value_by_value_before_the_tasks_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Catches: a profile's entry added as one flag DVC cannot read, a lost `+` on the keys of
+    an entry the params lack, values that DVC would read back as another type, or a profile
+    given to the other tasks too."""
+    params = copy.deepcopy(PARAMS)
+    params["behaviour_datasets"]["tasks"]["walker2d"] = {"agents": "pipelines/behaviour/walker2d"}
+    path = write_params(tmp_path, params)
+    profile = tmp_path / "plan.yaml"
+    profile.write_text(
+        "fit_critic:\n"
+        "  critics:\n"
+        "    _extend: true\n"
+        "    plan: {dataset: medium, action_chunk: 4, layer_norm: true, note: '7',\n"
+        "           train: {lr: 0.001}}\n"
+        "align: {passes: {pass: {critic: plan}}}\n"
+        "evaluate: {protocol: {sweep_candidates: [1, 4]}}\n"
+    )
+    argv = ["--tasks", "hopper", "walker2d", "--datasets", "medium", "--params", str(path)]
+    assert main(*argv, "--profile", f"hopper:{profile}", "--set", "hopper:base.seed=3") == 0
+    hopper, walker2d = (shlex.split(line) for line in capsys.readouterr().out.splitlines()[:2])
+    assert hopper[len(hopper_medium()) - 1 : -1] == [
+        "-S", "+fit_critic.critics.plan.dataset=medium",
+        "-S", "+fit_critic.critics.plan.action_chunk=4",
+        "-S", "+fit_critic.critics.plan.layer_norm=true",
+        "-S", "+fit_critic.critics.plan.note='7'",
+        "-S", "+fit_critic.critics.plan.train.lr=0.001",
+        "-S", "+align.passes.pass.critic=plan",
+        "-S", "+evaluate.protocol.sweep_candidates=[1,4]",
+        "-S", "base.seed=3",
+    ]  # fmt: skip
+    assert "plan" not in " ".join(walker2d)
+
+
+def test_a_task_profile_is_checked_with_its_values_typed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Catches: overrides checked as strings (`'17'`), so that a critic of longer chunks than
+    the Diffuser's 16-step plan passes the check and fails in the pass; `+KEY` in `--set`
+    (as for `dvc exp run`) doubled or unchecked; `_replace` silently dropped."""
+    path = write_params(tmp_path, PARAMS)
+    argv = ["--tasks", "hopper", "--datasets", "medium", "--params", str(path)]
+    profile = tmp_path / "chunk.yaml"
+    profile.write_text("fit_critic: {critics: {full: {action_chunk: 17}}}\n")
+    for given in (["--profile", f"hopper:{profile}"],
+                  ["--set", "hopper:+fit_critic.critics.full.action_chunk=17"]):  # fmt: skip
+        assert main(*argv, *given) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and "runs.diffuser.critic: 'full' scores chunks of 17" in err, err
+        assert "holds 16 in its plan" in err and "needs an entry" not in err
+    assert main(*argv, "--set", "hopper:+fit_critic.critics.full.action_chunk=16") == 0
+    assert "-S +fit_critic.critics.full.action_chunk=16 " in capsys.readouterr().out
+    profile.write_text("pretrain: {models: {_replace: true, d: {dataset: medium}}}\n")
+    assert main(*argv, "--profile", f"hopper:{profile}") == 2
+    assert f"{profile}: pretrain.models: _replace replaces" in capsys.readouterr().err
+    assert main(*argv, "--profile", f"walker2d:{profile}") == 2
+    assert "task 'walker2d' is not swept" in capsys.readouterr().err
+
+
 def test_the_params_are_not_changed_by_the_check() -> None:
     before = yaml.safe_dump(PARAMS)
     plan(PARAMS, ["hopper"], ["medium"])

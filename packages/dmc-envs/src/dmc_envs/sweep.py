@@ -4,6 +4,8 @@
     python -m dmc_envs sweep --tasks hopper walker2d --datasets medium --queue         # queue
     python -m dmc_envs sweep --tasks drawer-open button-press --datasets medium \
         --set button-press:make_dataset.datasets.medium.random_fraction=0.75           # per task
+    python -m dmc_envs sweep --tasks drawer-open sweep-into --datasets medium \
+        --profile sweep-into:pipelines/profiles/metaworld-sweep-into.yaml              # per task
     dvc queue start
     python -m dmc_envs report --exps --out report.md --plot report.png
 
@@ -15,7 +17,10 @@ a change here. Each experiment gets `-S base.task=<task>`, `-S <section>.<entry>
 for every such entry, and the name `<task>-<dataset>`. `--set TASK:KEY=VALUE` adds `-S KEY=VALUE`
 to TASK's experiments only (a data level that differs between tasks, say). A key the params file
 does not hold (a knob left at its schema default) goes as `-S +KEY=VALUE`, the form DVC's
-overrides need to add a key rather than change one. Each experiment
+overrides need to add a key rather than change one. `--profile TASK:PATH` gives TASK's
+experiments a profile (`dmc_core.profile`'s format) as one `-S` per value it sets, before that
+task's `--set` values: a whole entry it adds (a critic) goes key by key, each with its `+`; a
+mapping marked `_replace` cannot be said with `-S` and is refused. Each experiment
 targets `summarize`, so it runs only what its results need: without a target `dvc exp run` would
 also run every other stage of the params, such as the SAC agents of the other tasks (hours each).
 
@@ -33,29 +38,36 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import re
 import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dmc_core.check_params import (
     AGENTS,
     BEHAVIOUR,
     BEHAVIOUR_KINDS,
+    DATASETS,
+    IMPORTED,
     REFERENCES,
     REPLAY_KIND,
+    ROLLOUTS,
     broken_references,
     entries_at,
 )
 from dmc_core.cli import Arg, Command
 from dmc_core.config import read_params
 from dmc_core.errors import ConfigError, DmcError
+from dmc_core.profile import EXTEND_MARKER, REPLACE_MARKER
 from dmc_envs.tasks.registry import task_names
 
 __all__ = [
@@ -68,8 +80,10 @@ __all__ = [
     "experiment_name",
     "find_dvc",
     "overrides",
+    "parse_task_profiles",
     "parse_task_settings",
     "plan",
+    "profile_overrides",
     "queue",
 ]
 
@@ -81,6 +95,8 @@ TARGET = "summarize"
 NEXT_STEPS = "dvc queue start", "python -m dmc_envs report --exps --out report.md --plot report.png"
 #: The sections that collect datasets per task, and the datasets an entry of theirs writes.
 _BEHAVIOUR_SECTIONS = {BEHAVIOUR: BEHAVIOUR_KINDS, AGENTS: (REPLAY_KIND,)}
+#: The sections whose entries are datasets by name, whatever the task.
+_NAMED_DATASETS = (DATASETS, IMPORTED, ROLLOUTS)
 #: A name DVC accepts for an experiment (a git ref component, kept to plain characters).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")
 
@@ -88,6 +104,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")
 Override = tuple[tuple[str, ...], str]
 #: `--set` values: TASK:KEY=VALUE.
 _TASK_SETTING = re.compile(r"(?P<task>[^:=\s]+):(?P<key>[A-Za-z0-9_.+-]+)=(?P<value>.*)")
+#: `--profile` values: TASK:PATH.
+_TASK_PROFILE = re.compile(r"(?P<task>[^:=\s]+):(?P<path>.+)")
+#: A string value that goes into an override as it is (anything else is quoted).
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 #: Runs one command line; a test passes a fake one, never real DVC.
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
 
@@ -135,17 +155,86 @@ def parse_task_settings(values: Sequence[str], tasks: Sequence[str]) -> dict[str
         found = _TASK_SETTING.fullmatch(value)
         if found is None:
             raise ConfigError(f"--set {value}: expected TASK:KEY=VALUE, e.g. hopper:seed=1")
-        if found["task"] not in tasks:
-            raise ConfigError(
-                f"--set {value}: task '{found['task']}' is not swept (--tasks {' '.join(tasks)})"
-            )
-        key = tuple(found["key"].split("."))
+        _check_swept(found["task"], tasks, f"--set {value}")
+        # `+KEY`, as one would write it for `dvc exp run -S`: the `+` is added where needed
+        key = tuple(found["key"].removeprefix("+").split("."))
         settings.setdefault(found["task"], []).append((key, found["value"]))
     return settings
 
 
+def parse_task_profiles(values: Sequence[str], tasks: Sequence[str]) -> dict[str, list[Override]]:
+    """`--profile` values (TASK:PATH) as overrides per task (`profile_overrides`), in the
+    order given.
+
+    Raises:
+        ConfigError: a value not of that form, a TASK that is not among `tasks`, or a profile
+            that cannot be read or said as overrides.
+    """
+    settings: dict[str, list[Override]] = {}
+    for value in values:
+        found = _TASK_PROFILE.fullmatch(value)
+        if found is None:
+            raise ConfigError(
+                f"--profile {value}: expected TASK:PATH, e.g. "
+                "sweep-into:pipelines/profiles/metaworld-sweep-into.yaml"
+            )
+        _check_swept(found["task"], tasks, f"--profile {value}")
+        overrides = profile_overrides(Path(found["path"]))
+        settings.setdefault(found["task"], []).extend(overrides)
+    return settings
+
+
+def profile_overrides(path: Path) -> list[Override]:
+    """Every value a profile sets, as an override, in the file's order (`a: {b: 1}` gives
+    `(("a", "b"), "1")`). `_extend` is dropped: a key the params lack is added anyway
+    (`-S +KEY`).
+
+    Raises:
+        ConfigError: the file cannot be read, is not a mapping, or marks a mapping `_replace`
+            (which replaces it whole: overrides can only set keys).
+    """
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read the profile: {err}") from err
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{path}: a profile is a mapping of params sections")
+    return list(_leaves(document, (), path))
+
+
+def _leaves(node: Mapping[str, Any], prefix: tuple[str, ...], path: Path) -> Iterator[Override]:
+    for key, value in node.items():
+        if key == EXTEND_MARKER:
+            continue
+        if key == REPLACE_MARKER:
+            raise ConfigError(
+                f"{path}: {'.'.join(prefix)}: {REPLACE_MARKER} replaces the mapping whole, which "
+                "-S overrides cannot do; apply the profile to the params instead"
+            )
+        if isinstance(value, Mapping):
+            yield from _leaves(value, (*prefix, str(key)), path)
+        else:
+            yield (*prefix, str(key)), _override_value(value)
+
+
+def _override_value(value: Any) -> str:
+    """A YAML value as DVC's `-S` grammar reads it back: `true`, `0.9`, `[1,4,16]`, `medium`,
+    and a string that would read as something else (`'1'`, `'a b'`) quoted."""
+    if isinstance(value, str):
+        return value if _BARE.fullmatch(value) and yaml.safe_load(value) == value else repr(value)
+    if isinstance(value, list):
+        return "[" + ",".join(_override_value(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def _check_swept(task: str, tasks: Sequence[str], flag: str) -> None:
+    if task not in tasks:
+        raise ConfigError(f"{flag}: task '{task}' is not swept (--tasks {' '.join(tasks)})")
+
+
 def applied(params: Mapping[str, Any], changes: Sequence[Override]) -> dict[str, Any]:
-    """A deep copy of the params with the overrides set (the params themselves untouched)."""
+    """A deep copy of the params with the overrides set (the params themselves untouched),
+    each value read as YAML, as DVC reads it (`4` an int, `[1,4]` a list)."""
     result = copy.deepcopy(dict(params))
     for path, value in changes:
         node = result
@@ -153,8 +242,15 @@ def applied(params: Mapping[str, Any], changes: Sequence[Override]) -> dict[str,
             if not isinstance(node.get(part), dict):
                 node[part] = {}  # a section left empty (`base:`) or absent
             node = node[part]
-        node[path[-1]] = value
+        node[path[-1]] = _read_value(value)
     return result
+
+
+def _read_value(value: str) -> Any:
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def experiment_name(task: str, dataset: str) -> str:
@@ -220,7 +316,10 @@ def _first_broken(
 
 
 def _hint(params: Mapping[str, Any], task: str, dataset: str) -> str:
-    """Which entry would make `dataset` for `task`, if a behaviour section would and lacks it."""
+    """Which entry would make `dataset` for `task`, if a behaviour section would and lacks it
+    and no section that names datasets itself (`make_dataset`, ...) has it."""
+    if any(dataset in entries_at(params, section) for section in _NAMED_DATASETS):
+        return ""
     for section, kinds in _BEHAVIOUR_SECTIONS.items():
         if dataset in kinds and task not in entries_at(params, section):
             return f"; '{dataset}' of {task} needs an entry {section}.{task}"
@@ -298,7 +397,9 @@ def _run(args: argparse.Namespace) -> None:
     """The command: plan and check every pair, then print the commands or queue them."""
     if not args.tasks or not args.datasets:
         raise DmcError("name at least one task and one dataset: --tasks ... --datasets ...")
-    settings = parse_task_settings(args.set or (), args.tasks)
+    settings = parse_task_profiles(args.profile or (), args.tasks)
+    for task, values in parse_task_settings(args.set or (), args.tasks).items():
+        settings.setdefault(task, []).extend(values)
     experiments = plan(
         read_params(args.params or "params.yaml"), args.tasks, args.datasets, settings
     )
@@ -319,6 +420,12 @@ SWEEP_COMMAND = Command(
         Arg("--datasets", "the datasets, by the names the params give them", many=True),
         Arg("--params", "the params file the flags are derived from (default: params.yaml)", False),
         Arg("--set", "TASK:KEY=VALUE: one more -S for TASK's experiments only", False, many=True),
+        Arg(
+            "--profile",
+            "TASK:PATH: a profile's values as -S flags of TASK's experiments (before its --set)",
+            False,
+            many=True,
+        ),
         Arg("--queue", "run the `dvc exp run --queue` commands, not print them", switch=True),
     ),
     run=_run,
