@@ -179,8 +179,7 @@ def parse_task_profiles(values: Sequence[str], tasks: Sequence[str]) -> dict[str
                 "sweep-into:pipelines/profiles/metaworld-sweep-into.yaml"
             )
         _check_swept(found["task"], tasks, f"--profile {value}")
-        overrides = profile_overrides(Path(found["path"]))
-        settings.setdefault(found["task"], []).extend(overrides)
+        settings.setdefault(found["task"], []).extend(profile_overrides(Path(found["path"])))
     return settings
 
 
