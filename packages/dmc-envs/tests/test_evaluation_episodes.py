@@ -52,6 +52,18 @@ def test_uniform_random_actions_score_about_zero(solution: Nav1DSolution) -> Non
     assert abs(value) < 6.0, value
 
 
+def test_a_labelled_roll_out_shows_its_steps_and_an_unlabelled_one_is_silent(
+    solution: Nav1DSolution, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = build_task("nav1d", solution.task.params)
+    roll_out(task, RandomProposer(), Selection("none", 1), None, episodes=3, seed=7)
+    assert capsys.readouterr().err == ""
+    roll_out(task, RandomProposer(), Selection("none", 1), None, episodes=3, seed=7, label="q @ 4")
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    steps = task.max_episode_steps
+    assert bar.startswith("q @ 4: 100%") and f"{steps}/{steps}" in bar and "running=0" in bar
+
+
 class Recording:
     """Picks the action nearest the optimum's only if the selection is right; records calls."""
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from dmc_core.data import TransitionDataset
 from dmc_core.seeding import torch_generator
@@ -200,13 +201,16 @@ def roll_out(
     seed: int,
     coherency: CoherencyProbe | None = None,
     coherency_every: int = 1,
+    label: str | None = None,
 ) -> EpisodeResult:
     """Roll `proposer` out for `episodes` episodes of `task`, reset with `seed`.
 
     `coherency` (if given) measures the candidates of every `coherency_every`-th decision.
+    `label` names a progress bar over the episode limit's steps (none without it).
     """
     sampling, picking = torch_generator(seed, proposer.device), torch_generator(seed + 1)
     envs = task.make_vector_env(episodes)
+    bar = tqdm(total=task.max_episode_steps, desc=label, unit="step", disable=label is None)
     try:
         first, _ = envs.reset(seed=seed)
         batch = _Running(first, proposer.history_len, task.success, task.episode_scores)
@@ -222,9 +226,17 @@ def roll_out(
                 measured += [] if value is None else [value]
             decisions += 1
             batch.execute(envs.step, deciding, chosen)
+            _show_progress(bar, batch)
         return batch.result(measured, decisions)
     finally:
+        bar.close()
         envs.close()
+
+
+def _show_progress(bar: tqdm, batch: _Running) -> None:
+    """Advance `bar` to the longest episode's length, with the episodes still running."""
+    bar.set_postfix(running=int(batch.alive.sum()), refresh=False)
+    bar.update(int(batch.lengths.max()) - bar.n)
 
 
 def _select(

@@ -263,6 +263,7 @@ def evaluate_proposer(
         seed=config.seed,
         coherency=bench.coherency,
         coherency_every=config.coherency_every,
+        label=f"{rule} @ {candidates}",
     )
     seconds = time.perf_counter() - began
     score = bench.task.returns.normalized(result.returns.mean())
