@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -115,6 +116,12 @@ def test_each_baseline_gives_one_row_of_its_mean_action(work: Path) -> None:
         assert row["protocol"]["denoising_steps"] == 0
         assert row["critic_ranking"] == ranking  # the critic's own record, carried into the row
         assert json.loads((work / "evaluate" / run / "candidates.json").read_text()) == []
+        episodes = json.loads((work / "evaluate" / run / "episodes.json").read_text())
+        (outcomes,) = episodes["rollouts"].values()
+        assert episodes["run"] == run and list(episodes["rollouts"]) == ["none@1"]
+        assert len(outcomes["returns"]) == len(outcomes["lengths"]) == row["episodes"]
+        assert np.mean(outcomes["returns"]) == pytest.approx(row["return_mean"])
+        assert np.std(outcomes["returns"]) == pytest.approx(row["return_std"])
 
 
 def test_both_baselines_beat_random_actions_from_the_same_starts(work: Path) -> None:

@@ -7,6 +7,7 @@ going). Exact returns, lengths, success counts and the recorded transitions are 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gymnasium
@@ -130,6 +131,15 @@ def test_a_success_counts_once_per_episode_however_long_it_lasts() -> None:
     result = play(task, Constant(0.4))
     np.testing.assert_array_equal(result.successes, [False, True, True])
     assert result.successes.mean() == pytest.approx(2 / 3)
+
+
+def test_outcomes_list_each_episode_in_order() -> None:
+    task = Countdown([2, 8, 3])
+    outcomes = play(task, Constant(0.4)).outcomes()
+    assert outcomes["lengths"] == [2, 8, 3] and outcomes["successes"] == [False, True, True]
+    np.testing.assert_allclose(outcomes["returns"], [0.8, 3.2, 1.2])
+    assert outcomes["scores"] == {}
+    json.dumps(outcomes)  # plain lists, ready for episodes.json
 
 
 def test_a_stage_asking_for_a_missing_piece_is_told_which_and_of_which_task() -> None:

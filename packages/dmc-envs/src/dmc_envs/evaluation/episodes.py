@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,17 @@ class EpisodeResult:
     decisions: int
     transitions: TransitionDataset
     scores: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def outcomes(self) -> dict[str, Any]:
+        """Each episode's return, length, success (None where the task defines none) and
+        scores, in episode order, as JSON lists: what paired comparisons and intervals need."""
+        successes = None if self.successes is None else self.successes.astype(bool).tolist()
+        return {
+            "returns": self.returns.astype(float).tolist(),
+            "lengths": self.lengths.astype(int).tolist(),
+            "successes": successes,
+            "scores": {name: values.astype(float).tolist() for name, values in self.scores.items()},
+        }
 
     def observations(self) -> list[np.ndarray]:
         """Every episode's observations, with the one after its last step appended."""

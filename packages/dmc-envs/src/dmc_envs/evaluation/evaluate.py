@@ -10,6 +10,8 @@ episode seeds and writes:
     <out>/results.json      {"rows": [...], "sweep": [...]}: one row per configuration with the
                             results contract's keys and the protocol that produced it
     <out>/candidates.json   the sweep as plot data (n_candidates, normalized_score, rule)
+    <out>/episodes.json     every rollout's per-episode returns, lengths, successes and scores
+                            ("rule@candidates" keys; the same starts, so rollouts pair up)
     <plots>/<rule>.png      some episodes in the task's picture, one per rule
     <plots>/<rule>_frames.png  a contact sheet: `protocol.frames` frames of the rule's first
                             episode, replayed and rendered (tasks with `render_env`: MuJoCo
@@ -155,6 +157,7 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     }
     out, plots = Path(args.out), Path(args.plots)
     _write_timing(out, args.name, {f"{rule}@{n}": s for (rule, n), (_, s) in results.items()})
+    _write_episodes(out, args.name, {f"{rule}@{n}": r for (rule, n), (r, _) in results.items()})
     summary = [rows[pair] for pair in summary_pairs]
     sweep = [rows[pair] for pair in sweep_pairs]
     again = [_restaged(row, stage) for stage in run.also_stages for row in summary]
@@ -403,6 +406,13 @@ def _write_timing(out: Path, name: str, seconds: dict[str, float]) -> None:
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     atomic_write_text(out / "timing.json", json.dumps(timing, indent=2) + "\n")
+
+
+def _write_episodes(out: Path, name: str, results: dict[str, EpisodeResult]) -> None:
+    """`episodes.json`: every (rule, candidates) rollout's per-episode outcomes. The episodes
+    of two rollouts of one protocol start from the same states, so they pair one to one."""
+    document = {"run": name, "rollouts": {key: r.outcomes() for key, r in results.items()}}
+    atomic_write_text(out / "episodes.json", json.dumps(document) + "\n")
 
 
 def _write_results(out: Path, summary: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> None:
