@@ -156,8 +156,9 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
         for pair, (result, _) in results.items()
     }
     out, plots = Path(args.out), Path(args.plots)
-    _write_timing(out, args.name, {f"{rule}@{n}": s for (rule, n), (_, s) in results.items()})
-    _write_episodes(out, args.name, {f"{rule}@{n}": r for (rule, n), (r, _) in results.items()})
+    by_key = {f"{rule}@{n}": rolled for (rule, n), rolled in results.items()}
+    _write_timing(out, args.name, {key: seconds for key, (_, seconds) in by_key.items()})
+    _write_episodes(out, args.name, {key: result for key, (result, _) in by_key.items()})
     summary = [rows[pair] for pair in summary_pairs]
     sweep = [rows[pair] for pair in sweep_pairs]
     again = [_restaged(row, stage) for stage in run.also_stages for row in summary]
