@@ -9,7 +9,11 @@ import torch
 
 from dmc_align.lora import attach_lora, sampling_mode
 from dmc_align.methods import DPO, PPO, QVPG, SFT, AlignContext, CollapseError
-from dmc_align.methods.sft import foundation_relative_log_density, top_per_condition
+from dmc_align.methods.sft import (
+    KeptRounds,
+    foundation_relative_log_density,
+    top_per_condition,
+)
 from dmc_align.rewards import DynamicsConsistent, PlanReturn, QFirstAction
 from dmc_align.spec import LoraSpec, PassSpec
 from dmc_core.config import from_plain
@@ -130,6 +134,51 @@ def test_sft_keeps_the_best_sample_of_each_condition_and_filters_unlikely_ones(
     method.collect(histories(model), torch_generator(0))
     loss, step_metrics = method.loss(torch_generator(1))
     assert step_metrics["kept"] == 4.0 and float(loss) > 0
+
+
+@pytest.mark.parametrize(("keep_rounds", "pooled"), [(1, [2]), (2, [1, 2]), (0, [0, 1, 2])])
+def test_sft_trains_on_the_rounds_its_pool_keeps(
+    keep_rounds: int, pooled: list[int], dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    """Catches: a pool that forgets the rounds it should keep, or keeps the ones it should not."""
+    model = tiny("diffuser")
+    spec = {"candidates": 4, "keep_fraction": 0.25, "keep_rounds": keep_rounds}
+    method = SFT(context(model, critic, dataset, method="sft", sft=spec))
+    rounds = []
+    for seed in range(3):
+        method.collect(histories(model), torch_generator(seed))
+        rounds.append(method.kept._kept[-1][0])
+    samples, conditions = method.kept.joined()
+    assert torch.equal(samples, torch.cat([rounds[k] for k in pooled]))
+    assert conditions.shape[0] == samples.shape[0] == 4 * len(pooled)
+    _, step_metrics = method.loss(torch_generator(1))
+    assert step_metrics["kept"] == 4.0 * len(pooled)
+
+
+@pytest.mark.parametrize("keep_rounds", [1, 3, 0])
+def test_a_restored_pool_goes_on_as_the_one_it_was_saved_from(keep_rounds: int) -> None:
+    """Catches: a snapshot of the pool that carries a round too many or too few (one the next
+    round pushes out, or one it keeps)."""
+    pool, restored = KeptRounds(keep_rounds), KeptRounds(keep_rounds)
+    for k in range(5):
+        pool.add(torch.full((k + 1, 2, 3), float(k)), torch.full((k + 1, 1, 2), float(k)))
+    tensors, record = pool.state()
+    if keep_rounds == 1:
+        assert tensors == {} and record == {"sizes": []}
+    restored.load_state(tensors, record, torch.device("cpu"))
+    for each in (pool, restored):
+        each.add(torch.full((2, 2, 3), 9.0), torch.full((2, 1, 2), 9.0))
+    for ours, theirs in zip(pool.joined(), restored.joined(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_sft_on_the_dataset_pools_no_rounds(
+    dataset: TransitionDataset, critic: IQLCritic, tiny
+) -> None:
+    model = tiny("diffuser")
+    spec = {"generator": "dataset", "keep_rounds": 0}
+    with pytest.raises(ConfigError, match=r"sft\.keep_rounds"):
+        SFT(context(model, critic, dataset, method="sft", sft=spec))
 
 
 class FirstActionAdvantage:

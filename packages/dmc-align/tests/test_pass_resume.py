@@ -36,7 +36,7 @@ class KilledProgress(PassProgress):
             raise KilledError
 
 
-def spec(method: str, online: bool) -> PassSpec:
+def spec(method: str, online: bool, keep_rounds: int = 1) -> PassSpec:
     knobs = {
         "model": "m",
         "after": "m",
@@ -48,7 +48,12 @@ def spec(method: str, online: bool) -> PassSpec:
         "snapshot_every": 4,
         "conditions": 8,
         "held_out": 8,
-        "sft": {"candidates": 4, "batch_size": 8, "updates_per_batch": 2},
+        "sft": {
+            "candidates": 4,
+            "batch_size": 8,
+            "updates_per_batch": 2,
+            "keep_rounds": keep_rounds,
+        },
         "qvpg": {"last_steps": 2, "bc_weight": 0.1},
         "online": {
             "enabled": online,
@@ -71,12 +76,13 @@ def run(
     method: str,
     online: bool,
     killed: bool = False,
+    keep_rounds: int = 1,
 ) -> dict[str, object]:
     """One pass on fresh copies of the same model and critic, snapshotting into `out`."""
     model = tiny("policy")
     torch.manual_seed(0)
     critic = build_critic(CriticSpec(hidden=16, layers=1), dataset).eval()
-    pass_spec = spec(method, online)
+    pass_spec = spec(method, online, keep_rounds)
     progress = (KilledProgress if killed else PassProgress)("p", pass_spec, out)
     resume = Snapshot(out / ".resume", "same settings")
     torch.manual_seed(123)  # the global stream too must continue where it was
@@ -101,17 +107,25 @@ def same(first: dict[str, object], second: dict[str, object]) -> None:
             assert torch.equal(ours[name], theirs[name]), f"{part} {name}"  # type: ignore[index]
 
 
-@pytest.mark.parametrize(("method", "online"), [("sft", True), ("qvpg", False)])
+@pytest.mark.parametrize(
+    ("method", "online", "keep_rounds"), [("sft", True, 1), ("qvpg", False, 1), ("sft", False, 0)]
+)
 def test_a_killed_pass_resumes_to_the_uninterrupted_result(
-    tmp_path: Path, tiny: Tiny, dataset: TransitionDataset, method: str, online: bool
+    tmp_path: Path,
+    tiny: Tiny,
+    dataset: TransitionDataset,
+    method: str,
+    online: bool,
+    keep_rounds: int,
 ) -> None:
     """Catches: a pass that restarts from zero, or resumes without its optimiser, generator,
-    best state, counters, online buffer, critic or curves (any of them changes the result)."""
-    whole = run(tiny, dataset, tmp_path / "whole", method, online)
+    best state, counters, online buffer, critic, curves or SFT's pool of kept rounds (any of
+    them changes the result)."""
+    whole = run(tiny, dataset, tmp_path / "whole", method, online, keep_rounds=keep_rounds)
     with pytest.raises(KilledError):
-        run(tiny, dataset, tmp_path / "parts", method, online, killed=True)
+        run(tiny, dataset, tmp_path / "parts", method, online, True, keep_rounds)
     assert (tmp_path / "parts" / ".resume" / "state.safetensors").is_file()
-    resumed = run(tiny, dataset, tmp_path / "parts", method, online)
+    resumed = run(tiny, dataset, tmp_path / "parts", method, online, keep_rounds=keep_rounds)
     assert resumed["resumed_at"] == [8] and whole["resumed_at"] == []
     same(resumed, whole)
     if online:

@@ -153,12 +153,15 @@ def run_pass(
         online = OnlineTuner(
             spec.online, model, critic, dataset, task, conditions, seed, progress.online_round
         )
+    method = build_method(context)
     parts: dict[str, Stateful] = {"progress": progress}
     if online is not None:
         parts["online"] = online
+    if isinstance(method, Stateful):  # a method that carries data across its batches
+        parts["method"] = method
     runner = PassRunner(
         context,
-        build_method(context),
+        method,
         conditions,
         generator,
         objective_seed=seed + OBJECTIVE_SEED_OFFSET,

@@ -18,7 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -39,6 +39,7 @@ __all__ = ["PassSnapshot", "Stateful"]
 log = logging.getLogger(__name__)
 
 
+@runtime_checkable
 class Stateful(Protocol):
     """A part of a pass that changes as it trains and must be snapshotted with it."""
 

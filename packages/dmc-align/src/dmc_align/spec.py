@@ -141,6 +141,9 @@ class SFTSpec:
     )
     updates_per_batch: int = knob(20, ge=1, doc="updates between two rounds of sampling")
     batch_size: int = knob(256, ge=1, doc="samples per update")
+    keep_rounds: int = knob(
+        1, ge=0, doc="rounds of kept samples trained on: the newest (1), the last k, all (0)"
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,12 @@ from drifting off the data. Two estimators of that likelihood (`likelihood_estim
   relative to the candidates' average density, f_phi(a) - logsumexp_k f_phi(a_k) + log K, must
   be at least -`likelihood_threshold`.
 
+Each round's kept samples join a pool that the updates draw from: the newest round alone
+(`keep_rounds: 1`, the default), the last k rounds, or every round so far (`0`). A sample of the
+frozen foundation, scored by a fixed critic, stays a valid target after its round, so a pool of
+rounds gives the updates many more conditions' best samples for the same sampling cost (the
+growing dataset of RAFT and ReST). The pool is part of the pass's snapshot.
+
 The `dataset` generator samples no model: every round draws `conditions x candidates` of the
 dataset's own windows and keeps the top `keep_fraction` of them by the critic's advantage of
 their first action, A(s, a) = Q(s, a) - V(s) (one action per state, so the ranking is across
@@ -22,12 +28,16 @@ This is filtered behaviour cloning (CRR's binary filter) with the diffusion loss
 
 References:
     Black et al. (2023), the filtered "RWR-sparse" baseline; Huh & Mohapatra (2025), Sec. 3.3;
-    Wang et al., "Critic Regularized Regression" (2020), the binary advantage filter.
+    Wang et al., "Critic Regularized Regression" (2020), the binary advantage filter;
+    Dong et al., "RAFT" (2023) and Gulcehre et al., "ReST" (2023): a growing set of the best.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,7 +48,13 @@ from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, Window
 from dmc_core.models.windows import window_to
 
-__all__ = ["SFT", "foundation_nll", "foundation_relative_log_density", "top_per_condition"]
+__all__ = [
+    "SFT",
+    "KeptRounds",
+    "foundation_nll",
+    "foundation_relative_log_density",
+    "top_per_condition",
+]
 
 
 def top_per_condition(reward: Tensor, candidates: int, fraction: float) -> Tensor:
@@ -85,6 +101,63 @@ def foundation_relative_log_density(
     return (f - torch.logsumexp(f, dim=1, keepdim=True) + math.log(candidates)).reshape(-1)
 
 
+class KeptRounds:
+    """The kept samples and their conditions of the last `rounds` rounds (0: of every round).
+
+    Shapes:
+        samples: (kept, horizon, transition_dim); conditions: (kept, To, obs_dim).
+    """
+
+    def __init__(self, rounds: int) -> None:
+        """An empty pool keeping `rounds` rounds (0: all)."""
+        self.rounds = rounds
+        self._kept: deque[tuple[Tensor, Tensor]] = deque(maxlen=rounds or None)
+        self._joined: tuple[Tensor, Tensor] | None = None
+
+    def add(self, samples: Tensor, conditions: Tensor) -> None:
+        """A new round's kept samples; the oldest round leaves a full pool."""
+        self._kept.append((samples, conditions))
+        self._joined = None
+
+    def joined(self) -> tuple[Tensor, Tensor]:
+        """Every kept round's samples and conditions, oldest first."""
+        assert self._kept, "collect() first"
+        if self._joined is None:
+            self._joined = (
+                torch.cat([samples for samples, _ in self._kept]),
+                torch.cat([conditions for _, conditions in self._kept]),
+            )
+        return self._joined
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The rounds the next round does not push out (none when the pool keeps one round:
+        a snapshot is taken where the next update collects afresh)."""
+        survivors = list(self._kept)
+        if self.rounds:
+            survivors = survivors[max(0, len(survivors) - (self.rounds - 1)) :]
+        sizes = [int(samples.shape[0]) for samples, _ in survivors]
+        if not survivors:
+            return {}, {"sizes": sizes}
+        tensors = {
+            "samples": torch.cat([samples for samples, _ in survivors]),
+            "conditions": torch.cat([conditions for _, conditions in survivors]),
+        }
+        return tensors, {"sizes": sizes}
+
+    def load_state(
+        self, tensors: Mapping[str, Tensor], record: Mapping[str, Any], device: torch.device
+    ) -> None:
+        """Continue from what `state` returned, the tensors on `device`."""
+        self._kept.clear()
+        self._joined = None
+        sizes = [int(size) for size in record["sizes"]]
+        if not sizes:
+            return
+        samples = tensors["samples"].to(device).split(sizes)
+        conditions = tensors["conditions"].to(device).split(sizes)
+        self._kept.extend(zip(samples, conditions, strict=True))
+
+
 class SFT:
     """The `sft` method (see the module docstring)."""
 
@@ -97,6 +170,11 @@ class SFT:
                 f"align.passes: sft.likelihood_estimator energy needs a BDM's log-density; "
                 f"'{context.spec.model}' is a {context.model.kind}"
             )
+        if self.spec.generator == "dataset" and self.spec.keep_rounds != 1:
+            raise ConfigError(
+                "align.passes: sft.keep_rounds pools the rounds of a model's samples; with "
+                "generator dataset draw more windows a round instead (conditions)"
+            )
         if self.spec.generator == "dataset" and not hasattr(context.reward, "advantage"):
             raise ConfigError(
                 "align.passes: sft.generator dataset ranks the data's actions by the critic's "
@@ -104,7 +182,7 @@ class SFT:
             )
         self.updates_per_batch = self.spec.updates_per_batch
         self.loss_has_scale = True
-        self._kept: tuple[Tensor, Tensor] | None = None
+        self.kept = KeptRounds(self.spec.keep_rounds)
         self._kept_windows: Window | None = None
 
     def collect(self, history: Tensor, generator: torch.Generator) -> dict[str, float]:
@@ -124,7 +202,7 @@ class SFT:
             likely = self._likely(z0, repeated, keep, generator, metrics)
             metrics["likelihood_kept"] = float(likely.float().mean())
             samples, conditions = samples[likely], conditions[likely]
-        self._kept = (samples.detach(), conditions)
+        self.kept.add(samples.detach(), conditions)
         return metrics
 
     def _likely(
@@ -164,13 +242,21 @@ class SFT:
         """The diffusion loss of a random batch of the kept samples."""
         if self.spec.generator == "dataset":
             return self._window_loss(generator)
-        assert self._kept is not None, "collect() first"
-        samples, conditions = self._kept
+        samples, conditions = self.kept.joined()
         if samples.shape[0] == 0:
             return no_update(self.context.model), {"kept": 0.0}
         pick = torch.randint(samples.shape[0], (self.spec.batch_size,), generator=generator)
         loss = self.context.model.denoising_loss(samples[pick], conditions[pick], generator)
         return loss.mean(), {"kept": float(samples.shape[0])}
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """The pool of kept rounds a snapshot must carry (a `dmc_align.snapshots.Stateful`)."""
+        return self.kept.state()
+
+    def load_state(self, tensors: Mapping[str, Tensor], record: Mapping[str, Any]) -> None:
+        """Continue with the pool `state` returned."""
+        device = next(self.context.model.parameters()).device
+        self.kept.load_state(tensors, record, device)
 
     def _window_loss(self, generator: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """The model's training loss on a random batch of the kept dataset windows."""
