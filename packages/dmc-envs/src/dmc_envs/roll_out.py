@@ -43,8 +43,8 @@ from dmc_core.config import BaseConfig, entry, knob, write_resolved_config
 from dmc_core.data import TransitionDataset, concatenate_datasets, read_dataset, write_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
-from dmc_core.training import choose_device, fingerprint
-from dmc_core.training.resume import resume_directory
+from dmc_core.training import choose_device
+from dmc_core.training.resume import keyed_parts_directory
 from dmc_envs.evaluation.episodes import Selection, roll_out
 from dmc_envs.evaluation.proposers import ModelProposer
 from dmc_envs.import_dataset import clip_into_bounds
@@ -92,8 +92,7 @@ def roll_out_stage(config: RollOutConfig, args: argparse.Namespace) -> None:
     task = task_for_dataset(base.attrs, args.dataset)
     out = Path(args.out)
     key = {"entry": asdict(spec), "model": file_sha256(args.model)}
-    parts = resume_directory(out.with_name(out.name + ".parts"), fingerprint(key))
-    _keep_parts_of(parts, key)
+    parts = keyed_parts_directory(out.with_name(out.name + ".parts"), key)
     episodes = _play(model, task, spec, parts, dict(base.attrs))
     extended = extend_with_rollouts(base, episodes, spec, args.name)
     write_dataset(out, extended)
@@ -119,18 +118,6 @@ def roll_out_stage(config: RollOutConfig, args: argparse.Namespace) -> None:
         stats["rollouts"]["return_mean"],
         "" if success is None else f", success {success:.1%}",
     )
-
-
-def _keep_parts_of(parts: Path, key: dict[str, Any]) -> None:
-    """Empty `parts` unless its batches were played by this entry and model (`key`), then
-    record the key: a batch kept by other settings or weights must not be read back."""
-    record = parts / "key.json"
-    text = json.dumps(key, sort_keys=True)
-    if record.exists() and record.read_text() != text:
-        log.info("%s: kept batches of other settings or another model; playing all again", parts)
-        shutil.rmtree(parts)
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(record, text)
 
 
 def _play(

@@ -33,13 +33,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from dmc_core.atomic import atomic_path
+from dmc_core.atomic import atomic_path, atomic_write_text
 from dmc_core.training.ema import EMA
 
 __all__ = [
     "RESUME_ROOT",
     "Snapshot",
     "fingerprint",
+    "keyed_parts_directory",
     "load_optimizer_tensors",
     "optimizer_tensors",
     "prefixed_tensors",
@@ -63,6 +64,21 @@ def resume_directory(beside_output: Path, key: str) -> Path:
     `$DMC_RESUME_ROOT/<key>` when that names a folder (see the module doc)."""
     root = os.environ.get(RESUME_ROOT)
     return Path(root) / key if root else beside_output
+
+
+def keyed_parts_directory(beside_output: Path, key: Mapping[str, Any]) -> Path:
+    """The folder (`resume_directory` of `key`'s fingerprint) where a run keeps finished parts
+    of its work as separate files, emptied unless they were made under this same `key`, which
+    it records in `key.json`: a part made by other settings or inputs is never read back."""
+    parts = resume_directory(beside_output, fingerprint(key))
+    record = parts / "key.json"
+    text = json.dumps(key, sort_keys=True, default=str)
+    if record.exists() and record.read_text() != text:
+        log.info("%s: kept parts of other settings or inputs; making all again", parts)
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record, text)
+    return parts
 
 
 @dataclass(frozen=True)

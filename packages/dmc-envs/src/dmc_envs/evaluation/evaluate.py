@@ -21,6 +21,10 @@ episode seeds and writes:
 The model is a diffusion model (`pretrain`, `align`), a cascade (`fit_cascade`) or a baseline
 policy (`fit_policy`: BC, IQL's policy), told apart by its checkpoint's kind. A baseline's run has
 stage `baseline` and one row: its deterministic mean action, rule `none`, no sweep.
+
+Every finished rollout is kept in `<out>/.resume/` until the outputs are written, so a killed
+evaluation started again plays only the rollouts it had not finished
+(`dmc_envs.evaluation.kept_rollouts`).
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from typing import Any
 import torch
 
 from dmc_core.atomic import atomic_write_text
-from dmc_core.checkpoint import checkpoint_metadata
-from dmc_core.config import entry
+from dmc_core.checkpoint import checkpoint_metadata, file_sha256
+from dmc_core.config import entry, to_plain
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
 from dmc_core.models import ControlModel, load_model
@@ -64,6 +68,7 @@ from dmc_envs.evaluation.episodes import (
     roll_out,
 )
 from dmc_envs.evaluation.frames import RenderUnavailableError, write_contact_sheet
+from dmc_envs.evaluation.kept_rollouts import KeptRollouts
 from dmc_envs.evaluation.plots import plot_candidates
 from dmc_envs.evaluation.policies import POLICY_FORMULATION, PolicyProposer
 from dmc_envs.evaluation.proposers import ModelProposer, Proposer
@@ -145,17 +150,23 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     identity = _identity(args.name, run, evaluated, bench.task, args.critic)
     recipe = _protocol(evaluated, budget, protocol, bench.task, run.cascade_passes)
     summary_pairs, sweep_pairs = _configurations(protocol, budget, run)
-    results = {
-        (rule, n): evaluate_proposer(
-            bench, proposer, critic.q_chunk, rule, n, budget.episodes, protocol
-        )
-        for rule, n in dict.fromkeys(summary_pairs + sweep_pairs)
-    }
+    out, plots = Path(args.out), Path(args.plots)
+    kept = KeptRollouts(out / ".resume", _resume_key(args, run, protocol, device))
+    results = {}
+    for rule, n in dict.fromkeys(summary_pairs + sweep_pairs):
+        found = kept.get(rule, n)
+        if found is None:
+            found = evaluate_proposer(
+                bench, proposer, critic.q_chunk, rule, n, budget.episodes, protocol
+            )
+            kept.put(rule, n, *found)
+        else:
+            log.info("%s @ %d: kept from an earlier run of this evaluation", rule, n)
+        results[(rule, n)] = found
     rows = {
         pair: _row(identity, recipe, pair, result, bench, entropy)
         for pair, (result, _) in results.items()
     }
-    out, plots = Path(args.out), Path(args.plots)
     by_key = {f"{rule}@{n}": rolled for (rule, n), rolled in results.items()}
     _write_timing(out, args.name, {key: seconds for key, (_, seconds) in by_key.items()})
     _write_episodes(out, args.name, {key: result for key, (result, _) in by_key.items()})
@@ -172,6 +183,21 @@ def evaluate(config: EvaluateConfig, args: argparse.Namespace) -> None:
     baseline = next((r for r in summary if r["selection"] == "none"), None)
     if sweep:
         plot_candidates(sweep, baseline, plots / "candidates.png", title=args.name)
+    kept.clear()
+
+
+def _resume_key(
+    args: argparse.Namespace, run: RunSpec, protocol: EvalProtocol, device: torch.device
+) -> dict[str, Any]:
+    """What a kept rollout must have been played under: the run, the protocol, the device and
+    the bytes of the model, critic and dataset."""
+    return {
+        "name": args.name,
+        "run": to_plain(run),
+        "protocol": to_plain(protocol),
+        "device": str(device),
+        "inputs": [file_sha256(path) for path in (args.model, args.critic, args.dataset)],
+    }
 
 
 def write_contact_sheets(
