@@ -147,7 +147,7 @@ def test_sft_trains_on_the_rounds_its_pool_keeps(
     rounds = []
     for seed in range(3):
         method.collect(histories(model), torch_generator(seed))
-        rounds.append(method.kept._kept[-1][0])
+        rounds.append(method.kept.joined()[0][-4:])  # the newest round: one per condition
     samples, conditions = method.kept.joined()
     assert torch.equal(samples, torch.cat([rounds[k] for k in pooled]))
     assert conditions.shape[0] == samples.shape[0] == 4 * len(pooled)
@@ -271,7 +271,7 @@ def test_the_energy_likelihood_is_the_foundations_density_relative_to_its_condit
             z0 = model.sample(repeated, torch_generator(0), record=False).x0
             keep = top_per_condition(method.context.score(z0, repeated, 8), 4, 0.25)
         likely = foundation_relative_log_density(model, z0, repeated, 4)[keep] >= -threshold
-        assert method._kept is not None and len(method._kept[0]) == int(likely.sum())
+        assert len(method.kept.joined()[0]) == int(likely.sum())
         assert metrics["likelihood_kept"] == float(likely.float().mean())
         counts.append(int(likely.sum()))
     assert counts[0] == 8 and counts[1] < 8  # the tight threshold dropped some
