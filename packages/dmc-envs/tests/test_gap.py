@@ -7,13 +7,17 @@ action by its value plus the state's env index (observation 0), so the expected 
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
+from dmc_core.errors import ConfigError
 from dmc_envs.evaluation import Proposal, Selection, roll_out
-from dmc_envs.gap import measure_gap, render_gap, visited_histories
+from dmc_envs.gap import GAP_COMMAND, measure_gap, render_gap, visited_histories
 from dmc_envs.testing import Constant, Countdown
 
 
@@ -77,3 +81,17 @@ def test_a_subset_of_states_is_drawn_when_fewer_are_asked_for() -> None:
     # (each grid value beats the lower ones: 0, 1 or 2 of 3).
     assert gap.closed == pytest.approx(0.0)
     assert gap.beaten == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("episodes", "0"), ("states", "many"), ("candidates", "-3"), ("seed", "1.5")],
+)
+def test_a_count_that_is_no_whole_number_is_refused_naming_its_flag_before_loading(
+    flag: str, value: str
+) -> None:
+    args = {"episodes": None, "states": None, "candidates": None, "seed": None, "out": None}
+    args |= {"aligned": "missing.safetensors", "foundation": "missing.safetensors"}
+    args |= {"critic": "missing.safetensors", "dataset": "missing.hdf5", flag: value}
+    with pytest.raises(ConfigError, match=rf"gap --{flag}: '{re.escape(value)}' is not a whole"):
+        GAP_COMMAND.run(argparse.Namespace(**args))

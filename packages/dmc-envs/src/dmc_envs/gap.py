@@ -188,7 +188,13 @@ def _cell(value: float | None) -> str:
 
 
 def _run(args: argparse.Namespace) -> None:
-    """The command: check the inputs belong together, measure, print and write."""
+    """The command: read the counts, check the inputs belong together, measure, print, write."""
+    counts = {
+        "episodes": _count(args.episodes, "--episodes", 64),
+        "states": _count(args.states, "--states", 1024),
+        "candidates": _count(args.candidates, "--candidates", 16),
+        "seed": _count(args.seed, "--seed", 1000, least=0),
+    }
     device = str(choose_device("auto"))
     foundation, aligned = (load_model(p, device=device) for p in (args.foundation, args.aligned))
     critic = load_critic(args.critic)
@@ -200,18 +206,9 @@ def _run(args: argparse.Namespace) -> None:
     if len(set(learned.values())) > 1:
         told = ", ".join(f"{path} from '{name}'" for path, name in learned.items())
         raise ConfigError(f"{NAME}: the models and the critic learned from different data: {told}")
-    dataset = read_dataset(args.dataset)
-    task = task_for_dataset(dataset.attrs, args.dataset)
-    gap = measure_gap(
-        task,
-        ModelProposer(foundation),
-        ModelProposer(aligned),
-        critic.q_chunk,
-        episodes=_count(args.episodes, "--episodes", 64),
-        states=_count(args.states, "--states", 1024),
-        candidates=_count(args.candidates, "--candidates", 16),
-        seed=_count(args.seed, "--seed", 1000),
-    )
+    task = task_for_dataset(read_dataset(args.dataset).attrs, args.dataset)
+    proposers = ModelProposer(foundation), ModelProposer(aligned)
+    gap = measure_gap(task, *proposers, critic.q_chunk, **counts)
     print(render_gap(gap), end="")
     if args.out:
         record: Mapping[str, Any] = {"inputs": learned, **asdict(gap)}
@@ -219,12 +216,13 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
-def _count(value: str | None, flag: str, default: int) -> int:
-    """`value` as a whole number (`default` where not given); refused, naming `flag`, if not one."""
+def _count(value: str | None, flag: str, default: int, least: int = 1) -> int:
+    """`value` as a whole number of at least `least` (`default` where not given); refused,
+    naming `flag`, otherwise."""
     if value is None:
         return default
-    if not value.isdigit():
-        raise ConfigError(f"{NAME} {flag}: '{value}' is not a whole number")
+    if not value.isdigit() or int(value) < least:
+        raise ConfigError(f"{NAME} {flag}: '{value}' is not a whole number of at least {least}")
     return int(value)
 
 
