@@ -95,3 +95,19 @@ def test_a_count_that_is_no_whole_number_is_refused_naming_its_flag_before_loadi
     args |= {"critic": "missing.safetensors", "dataset": "missing.hdf5", flag: value}
     with pytest.raises(ConfigError, match=rf"gap --{flag}: '{re.escape(value)}' is not a whole"):
         GAP_COMMAND.run(argparse.Namespace(**args))
+
+
+def test_no_gap_to_close_is_said_so_not_divided_by_zero() -> None:
+    task = Countdown([2, 3])
+    gap = measure_gap(
+        task,
+        Constant(0.1),
+        Constant(0.4),
+        value_plus_env,
+        episodes=2,
+        states=5,
+        candidates=4,
+        seed=0,
+    )
+    assert gap.closed is None and gap.beaten == pytest.approx(1.0)
+    assert "gap closed: n/a (no gap" in render_gap(gap)

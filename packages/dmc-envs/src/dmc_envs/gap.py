@@ -70,7 +70,7 @@ class Gap:
     states: int
     success_rate: float | None
     rows: dict[str, dict[str, float | None]]
-    closed: float
+    closed: float | None  # None where the foundation's best of n is no better than one sample
     beaten: float
 
 
@@ -144,7 +144,7 @@ def measure_gap(
         states=len(chosen),
         success_rate=None if played.successes is None else float(played.successes.mean()),
         rows={name: _split(values, succeeded) for name, values in columns.items()},
-        closed=float(moved / gain) if gain > 0 else float("nan"),
+        closed=float(moved / gain) if gain > 0 else None,
         beaten=float(beaten),
     )
 
@@ -176,11 +176,19 @@ def render_gap(gap: Gap) -> str:
         lines.append(f"| {shown} | {' | '.join(cells)} |")
     lines += [
         "",
-        f"gap closed: {gap.closed:.0%} of the way from the foundation's one sample to its best "
-        f"of {gap.candidates}; an aligned sample beats {gap.beaten:.0%} of the foundation's "
+        f"gap closed: {_share(gap.closed)} of the way from the foundation's one sample to its "
+        f"best of {gap.candidates}; an aligned sample beats {gap.beaten:.0%} of the foundation's "
         "candidates",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _share(value: float | None) -> str:
+    return (
+        "n/a (no gap: its best of n is no better than one sample)"
+        if value is None
+        else f"{value:.0%}"
+    )
 
 
 def _cell(value: float | None) -> str:
