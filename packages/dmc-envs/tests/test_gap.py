@@ -39,7 +39,7 @@ def value_plus_env(obs: Tensor, actions: Tensor) -> Tensor:
 def test_each_history_holds_its_own_episode_padded_with_its_first_observation() -> None:
     task = Countdown([2, 4])
     played = roll_out(task, Constant(0.4), Selection("none", 1), None, episodes=2, seed=0)
-    histories = visited_histories(played.transitions, played.lengths, 3)
+    histories = visited_histories(played.transitions, 3)
     assert histories.shape == (6, 3, 2)
     # Rows of episode 1 (env index 1), steps 0..3: never a row of episode 0 in the window.
     np.testing.assert_array_equal(histories[2:, :, 0], np.ones((4, 3)))

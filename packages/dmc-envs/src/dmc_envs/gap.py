@@ -39,7 +39,7 @@ from dmc_core.atomic import atomic_write_text
 from dmc_core.cli import Arg, Command
 from dmc_core.data import TransitionDataset, read_dataset
 from dmc_core.errors import ConfigError
-from dmc_core.models import load_model
+from dmc_core.models import WindowSampler, load_model
 from dmc_core.seeding import torch_generator
 from dmc_core.training import choose_device
 from dmc_critic import critic_learned_from, load_critic
@@ -74,15 +74,12 @@ class Gap:
     beaten: float
 
 
-def visited_histories(transitions: TransitionDataset, lengths: np.ndarray, length: int) -> Tensor:
+def visited_histories(transitions: TransitionDataset, length: int) -> Tensor:
     """The last `length` observations at every recorded step, each episode's first observation
-    repeated before its start (as evaluation's histories pad). Shapes: (rows, length, obs_dim)."""
-    observations = torch.as_tensor(transitions.observations, dtype=torch.float32)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    rows = np.arange(len(observations))
-    back = np.arange(1 - length, 1)
-    index = np.maximum(rows[:, None] + back[None, :], starts[:, None])
-    return observations[torch.as_tensor(index)]
+    repeated before its start, as training windows pad (`WindowSampler`, which the alignment
+    passes' conditions use too). Shapes: (rows, length, obs_dim)."""
+    windows = WindowSampler(transitions, horizon=1, history=length)
+    return windows.window(torch.arange(windows.num_starts)).history
 
 
 @torch.no_grad()
@@ -121,7 +118,7 @@ def measure_gap(
     played = roll_out(
         task, aligned, Selection("none", 1), None, episodes=episodes, seed=seed, label="episodes"
     )
-    histories = visited_histories(played.transitions, played.lengths, aligned.history_len)
+    histories = visited_histories(played.transitions, aligned.history_len)
     chosen = np.sort(np.random.default_rng(0).permutation(len(histories))[:states])
     histories = histories[torch.as_tensor(chosen)]
     generator = torch_generator(seed + 2, foundation.device)
