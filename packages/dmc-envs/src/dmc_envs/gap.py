@@ -195,10 +195,8 @@ def _cell(value: float | None) -> str:
 def _run(args: argparse.Namespace) -> None:
     """The command: read the counts, check the inputs belong together, measure, print, write."""
     counts = {
-        "episodes": _count(args.episodes, "--episodes", 64),
-        "states": _count(args.states, "--states", 1024),
-        "candidates": _count(args.candidates, "--candidates", 16),
-        "seed": _count(args.seed, "--seed", 1000, least=0),
+        name: _count(getattr(args, name), f"--{name}", default, least)
+        for name, (default, least, _) in COUNT_FLAGS.items()
     }
     device = str(choose_device("auto"))
     foundation, aligned = (load_model(p, device=device) for p in (args.foundation, args.aligned))
@@ -221,7 +219,16 @@ def _run(args: argparse.Namespace) -> None:
         print(f"wrote {args.out}")
 
 
-def _count(value: str | None, flag: str, default: int, least: int = 1) -> int:
+# The counting flags: default, least value, help (one place for the default and its help).
+COUNT_FLAGS: dict[str, tuple[int, int, str]] = {
+    "episodes": (64, 1, "episodes the aligned model plays"),
+    "states": (1024, 1, "visited states the candidates are drawn at"),
+    "candidates": (16, 1, "n, candidates per state of each model"),
+    "seed": (1000, 0, "the episodes' starts, the evaluation protocol's"),
+}
+
+
+def _count(value: str | None, flag: str, default: int, least: int) -> int:
     """`value` as a whole number of at least `least` (`default` where not given); refused,
     naming `flag`, otherwise."""
     if value is None:
@@ -239,10 +246,10 @@ GAP_COMMAND = Command(
         Arg("--foundation", "the model it was aligned from (.safetensors)"),
         Arg("--critic", "the critic that scores candidates (.safetensors)"),
         Arg("--dataset", "the dataset both learned from (.hdf5): names the task"),
-        Arg("--episodes", "episodes the aligned model plays (default 64)", False),
-        Arg("--states", "visited states the candidates are drawn at (default 1024)", False),
-        Arg("--candidates", "n, candidates per state of each model (default 16)", False),
-        Arg("--seed", "the episodes' starts (default 1000, the evaluation protocol's)", False),
+        *(
+            Arg(f"--{name}", f"{text} (default {default})", False)
+            for name, (default, _, text) in COUNT_FLAGS.items()
+        ),
         Arg("--out", "a JSON file of the numbers (default: print only)", False, output=True),
     ),
     run=_run,
