@@ -73,11 +73,13 @@ BASES = {
     "d4rl-data-paper": ["locomotion", "d4rl-data"],
     "d4rl-medium": ["locomotion", "d4rl-data"],
     "locomotion-baselines": ["locomotion"],
+    "locomotion-eda": ["locomotion"],
     "metaworld-sweep-into": ["metaworld"],
 }
 STACKS = [
     ["locomotion", "paper"],
     ["locomotion", "d4rl-data", "d4rl-data-paper", "paper"],
+    ["locomotion", "d4rl-data", "locomotion-baselines", "locomotion-eda"],
     ["metaworld", "paper"],
     ["pusht", "paper"],
 ]
